@@ -1,0 +1,541 @@
+//! Request and response bodies of the WeChat endpoints wxcentral calls, serves or simulates.
+//!
+//! WeChat answers errors with HTTP 200 and `{"errcode":…,"errmsg":…}`, sometimes on endpoints
+//! whose success body has no `errcode` at all, so every response goes through
+//! [`parse_response`], which turns a non-zero errcode into an [`ApiError`] and keeps the raw body.
+
+use crate::errcode::ErrCode;
+use crate::secret::Secret;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub const PATH_TOKEN: &str = "/cgi-bin/token";
+pub const PATH_STABLE_TOKEN: &str = "/cgi-bin/stable_token";
+pub const PATH_GETTICKET: &str = "/cgi-bin/ticket/getticket";
+pub const PATH_COMPONENT_TOKEN: &str = "/cgi-bin/component/api_component_token";
+pub const PATH_PREAUTHCODE: &str = "/cgi-bin/component/api_create_preauthcode";
+pub const PATH_QUERY_AUTH: &str = "/cgi-bin/component/api_query_auth";
+pub const PATH_AUTHORIZER_TOKEN: &str = "/cgi-bin/component/api_authorizer_token";
+pub const PATH_GET_API_DOMAIN_IP: &str = "/cgi-bin/get_api_domain_ip";
+pub const PATH_USER_INFO: &str = "/cgi-bin/user/info";
+pub const PATH_GETWXACODEUNLIMIT: &str = "/wxa/getwxacodeunlimit";
+pub const PATH_JSCODE2SESSION: &str = "/sns/jscode2session";
+pub const PATH_GETUSERPHONENUMBER: &str = "/wxa/business/getuserphonenumber";
+pub const PATH_SUBSCRIBE_SEND: &str = "/cgi-bin/message/subscribe/send";
+pub const PATH_OAUTH2_ACCESS_TOKEN: &str = "/sns/oauth2/access_token";
+
+/// A failed WeChat call, as WeChat reported it or as it arrived malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// WeChat answered with a non-zero errcode.
+    #[error("wechat errcode {errcode}: {errmsg}")]
+    WeChat {
+        errcode: ErrCode,
+        errmsg: String,
+        /// The body as received, for operators (it never carries a credential: WeChat does not
+        /// echo tokens in error bodies).
+        raw: String,
+    },
+    /// The body was neither the expected shape nor an errcode body.
+    #[error("malformed wechat response: {reason}")]
+    Malformed { reason: String, raw: String },
+}
+
+impl ApiError {
+    pub fn errcode(&self) -> Option<ErrCode> {
+        match self {
+            Self::WeChat { errcode, .. } => Some(*errcode),
+            Self::Malformed { .. } => None,
+        }
+    }
+}
+
+/// The `{errcode, errmsg}` part every WeChat JSON body may carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrBody {
+    #[serde(default)]
+    pub errcode: i64,
+    #[serde(default)]
+    pub errmsg: String,
+}
+
+impl ErrBody {
+    pub fn new(errcode: ErrCode, errmsg: impl Into<String>) -> Self {
+        Self { errcode: errcode.code(), errmsg: errmsg.into() }
+    }
+}
+
+/// Parses a WeChat JSON body: a non-zero `errcode` is an error whatever else the body holds.
+pub fn parse_response<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let raw = || String::from_utf8_lossy(body).into_owned();
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::Malformed { reason: e.to_string(), raw: raw() })?;
+    if let Some(code) = value.get("errcode") {
+        let code = code
+            .as_i64()
+            .ok_or_else(|| ApiError::Malformed { reason: "errcode is not an integer".into(), raw: raw() })?;
+        if code != 0 {
+            let errmsg = value.get("errmsg").and_then(|m| m.as_str()).unwrap_or_default();
+            return Err(ApiError::WeChat { errcode: ErrCode(code), errmsg: errmsg.to_owned(), raw: raw() });
+        }
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::Malformed { reason: e.to_string(), raw: raw() })
+}
+
+/// `GET /cgi-bin/token` query.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenQuery {
+    pub grant_type: String,
+    pub appid: String,
+    pub secret: Secret,
+}
+
+/// `POST /cgi-bin/stable_token` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StableTokenRequest {
+    pub grant_type: String,
+    pub appid: String,
+    pub secret: Secret,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_refresh: bool,
+}
+
+/// Success body of `/cgi-bin/token` and `/cgi-bin/stable_token`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessTokenResponse {
+    pub access_token: Secret,
+    pub expires_in: u64,
+}
+
+/// `type` of `/cgi-bin/ticket/getticket`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketType {
+    Jsapi,
+    WxCard,
+}
+
+impl TicketType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jsapi => "jsapi",
+            Self::WxCard => "wx_card",
+        }
+    }
+}
+
+/// `GET /cgi-bin/ticket/getticket` query.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TicketQuery {
+    pub access_token: Secret,
+    #[serde(rename = "type")]
+    pub ticket_type: TicketType,
+}
+
+/// Success body of `getticket` (WeChat includes `errcode: 0, errmsg: "ok"`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TicketResponse {
+    #[serde(default)]
+    pub errcode: i64,
+    #[serde(default)]
+    pub errmsg: String,
+    pub ticket: Secret,
+    pub expires_in: u64,
+}
+
+/// `POST /cgi-bin/component/api_component_token` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComponentTokenRequest {
+    pub component_appid: String,
+    pub component_appsecret: Secret,
+    pub component_verify_ticket: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComponentTokenResponse {
+    pub component_access_token: Secret,
+    pub expires_in: u64,
+}
+
+/// Query string of component endpoints that take the component token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComponentTokenQuery {
+    pub component_access_token: Secret,
+}
+
+/// `POST /cgi-bin/component/api_create_preauthcode` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreAuthCodeRequest {
+    pub component_appid: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreAuthCodeResponse {
+    pub pre_auth_code: Secret,
+    pub expires_in: u64,
+}
+
+/// `POST /cgi-bin/component/api_query_auth` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryAuthRequest {
+    pub component_appid: String,
+    pub authorization_code: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryAuthResponse {
+    pub authorization_info: AuthorizationInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizationInfo {
+    pub authorizer_appid: String,
+    pub authorizer_access_token: Secret,
+    pub expires_in: u64,
+    pub authorizer_refresh_token: Secret,
+    #[serde(default)]
+    pub func_info: Vec<FuncInfo>,
+}
+
+/// One permission set granted to the component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FuncInfo {
+    pub funcscope_category: FuncScope,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FuncScope {
+    pub id: i64,
+}
+
+/// `POST /cgi-bin/component/api_authorizer_token` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizerTokenRequest {
+    pub component_appid: String,
+    pub authorizer_appid: String,
+    pub authorizer_refresh_token: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizerTokenResponse {
+    pub authorizer_access_token: Secret,
+    pub expires_in: u64,
+    pub authorizer_refresh_token: Secret,
+}
+
+/// `GET /cgi-bin/get_api_domain_ip`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiDomainIpResponse {
+    pub ip_list: Vec<String>,
+}
+
+/// `GET /cgi-bin/user/info?access_token=…&openid=…&lang=…`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserInfoResponse {
+    pub subscribe: i64,
+    pub openid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribe_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unionid: Option<String>,
+}
+
+/// `POST /wxa/getwxacodeunlimit` body; the success response is PNG bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WxaCodeUnlimitRequest {
+    pub scene: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+}
+
+/// `GET /sns/jscode2session?appid&secret&js_code&grant_type=authorization_code`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JsCode2SessionResponse {
+    pub openid: String,
+    pub session_key: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unionid: Option<String>,
+}
+
+/// `POST /wxa/business/getuserphonenumber?access_token=…` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhoneNumberRequest {
+    pub code: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhoneNumberResponse {
+    pub phone_info: PhoneInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhoneInfo {
+    pub phone_number: String,
+    pub pure_phone_number: String,
+    pub country_code: String,
+    pub watermark: Watermark,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Watermark {
+    pub timestamp: i64,
+    pub appid: String,
+}
+
+/// `POST /cgi-bin/message/subscribe/send?access_token=…` body; success is `{errcode:0}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubscribeSendRequest {
+    pub touser: String,
+    pub template_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+/// `GET /sns/oauth2/access_token?appid&secret&code&grant_type=authorization_code` (web OAuth).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OAuth2AccessTokenResponse {
+    pub access_token: Secret,
+    pub expires_in: u64,
+    pub refresh_token: Secret,
+    pub openid: String,
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unionid: Option<String>,
+}
+
+/// A decrypted open-platform push to the component callback (`InfoType` decides the variant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentNotification {
+    VerifyTicket {
+        component_appid: String,
+        create_time: i64,
+        ticket: Secret,
+    },
+    Authorized(AuthorizationNotice),
+    UpdateAuthorized(AuthorizationNotice),
+    Unauthorized {
+        component_appid: String,
+        create_time: i64,
+        authorizer_appid: String,
+    },
+    /// Another `InfoType` (e.g. `notify_third_fasteregister`): kept by name, acknowledged.
+    Other {
+        component_appid: String,
+        info_type: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationNotice {
+    pub component_appid: String,
+    pub create_time: i64,
+    pub authorizer_appid: String,
+    pub authorization_code: Secret,
+    pub authorization_code_expired_time: i64,
+    pub pre_auth_code: Option<Secret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawNotification {
+    app_id: String,
+    #[serde(default)]
+    create_time: i64,
+    info_type: String,
+    component_verify_ticket: Option<String>,
+    authorizer_appid: Option<String>,
+    authorization_code: Option<String>,
+    #[serde(default)]
+    authorization_code_expired_time: i64,
+    pre_auth_code: Option<String>,
+}
+
+/// Error parsing a decrypted push.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotificationError {
+    #[error("malformed notification XML: {0}")]
+    Xml(String),
+    #[error("notification {info_type} lacks field {field}")]
+    MissingField { info_type: String, field: &'static str },
+}
+
+impl ComponentNotification {
+    /// Parses the decrypted XML of a component push.
+    pub fn from_xml(xml: &str) -> Result<Self, NotificationError> {
+        let raw: RawNotification =
+            quick_xml::de::from_str(xml).map_err(|e| NotificationError::Xml(e.to_string()))?;
+        let missing = |field| NotificationError::MissingField { info_type: raw.info_type.clone(), field };
+        let notice = |raw: &RawNotification| -> Result<AuthorizationNotice, NotificationError> {
+            Ok(AuthorizationNotice {
+                component_appid: raw.app_id.clone(),
+                create_time: raw.create_time,
+                authorizer_appid: raw.authorizer_appid.clone().ok_or_else(|| missing("AuthorizerAppid"))?,
+                authorization_code: raw
+                    .authorization_code
+                    .clone()
+                    .map(Secret::new)
+                    .ok_or_else(|| missing("AuthorizationCode"))?,
+                authorization_code_expired_time: raw.authorization_code_expired_time,
+                pre_auth_code: raw.pre_auth_code.clone().map(Secret::new),
+            })
+        };
+        Ok(match raw.info_type.as_str() {
+            "component_verify_ticket" => Self::VerifyTicket {
+                component_appid: raw.app_id.clone(),
+                create_time: raw.create_time,
+                ticket: raw
+                    .component_verify_ticket
+                    .clone()
+                    .map(Secret::new)
+                    .ok_or_else(|| missing("ComponentVerifyTicket"))?,
+            },
+            "authorized" => Self::Authorized(notice(&raw)?),
+            "updateauthorized" => Self::UpdateAuthorized(notice(&raw)?),
+            "unauthorized" => Self::Unauthorized {
+                component_appid: raw.app_id.clone(),
+                create_time: raw.create_time,
+                authorizer_appid: raw.authorizer_appid.clone().ok_or_else(|| missing("AuthorizerAppid"))?,
+            },
+            other => Self::Other { component_appid: raw.app_id.clone(), info_type: other.to_owned() },
+        })
+    }
+
+    /// Renders the XML WeChat sends (before encryption); the simulator uses it.
+    pub fn to_xml(&self) -> String {
+        fn cdata(name: &str, value: &str) -> String {
+            format!("<{name}><![CDATA[{value}]]></{name}>")
+        }
+        let mut out = String::from("<xml>");
+        match self {
+            Self::VerifyTicket { component_appid, create_time, ticket } => {
+                out += &cdata("AppId", component_appid);
+                out += &format!("<CreateTime>{create_time}</CreateTime>");
+                out += &cdata("InfoType", "component_verify_ticket");
+                out += &cdata("ComponentVerifyTicket", ticket.expose());
+            }
+            Self::Authorized(n) | Self::UpdateAuthorized(n) => {
+                let info =
+                    if matches!(self, Self::Authorized(_)) { "authorized" } else { "updateauthorized" };
+                out += &cdata("AppId", &n.component_appid);
+                out += &format!("<CreateTime>{}</CreateTime>", n.create_time);
+                out += &cdata("InfoType", info);
+                out += &cdata("AuthorizerAppid", &n.authorizer_appid);
+                out += &cdata("AuthorizationCode", n.authorization_code.expose());
+                out += &format!(
+                    "<AuthorizationCodeExpiredTime>{}</AuthorizationCodeExpiredTime>",
+                    n.authorization_code_expired_time
+                );
+                if let Some(p) = &n.pre_auth_code {
+                    out += &cdata("PreAuthCode", p.expose());
+                }
+            }
+            Self::Unauthorized { component_appid, create_time, authorizer_appid } => {
+                out += &cdata("AppId", component_appid);
+                out += &format!("<CreateTime>{create_time}</CreateTime>");
+                out += &cdata("InfoType", "unauthorized");
+                out += &cdata("AuthorizerAppid", authorizer_appid);
+            }
+            Self::Other { component_appid, info_type } => {
+                out += &cdata("AppId", component_appid);
+                out += &cdata("InfoType", info_type);
+            }
+        }
+        out += "</xml>";
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errcode_bodies_become_errors_with_raw_body() {
+        let body = br#"{"errcode":40013,"errmsg":"invalid appid rid: 6543-21"}"#;
+        let err = parse_response::<AccessTokenResponse>(body).unwrap_err();
+        assert_eq!(err.errcode(), Some(ErrCode::INVALID_APPID));
+        match err {
+            ApiError::WeChat { errmsg, raw, .. } => {
+                assert_eq!(errmsg, "invalid appid rid: 6543-21");
+                assert_eq!(raw.as_bytes(), body);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ticket_success_with_zero_errcode_parses() {
+        let body = br#"{"errcode":0,"errmsg":"ok","ticket":"T1","expires_in":7200}"#;
+        let t: TicketResponse = parse_response(body).unwrap();
+        assert_eq!(t.ticket.expose(), "T1");
+        assert_eq!(t.expires_in, 7200);
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors() {
+        for body in [&b"not json"[..], b"{}", br#"{"errcode":"x"}"#, br#"{"access_token":1}"#] {
+            let err = parse_response::<AccessTokenResponse>(body).unwrap_err();
+            assert!(matches!(err, ApiError::Malformed { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn query_auth_parses_official_shape() {
+        let body = br#"{"authorization_info":{"authorizer_appid":"wxf8b4f85f3a794e77","authorizer_access_token":"QXjUqNqf","expires_in":7200,"authorizer_refresh_token":"dTo-YCXPL4","func_info":[{"funcscope_category":{"id":1}},{"funcscope_category":{"id":2}}]}}"#;
+        let r: QueryAuthResponse = parse_response(body).unwrap();
+        assert_eq!(r.authorization_info.authorizer_appid, "wxf8b4f85f3a794e77");
+        assert_eq!(r.authorization_info.func_info.len(), 2);
+        assert_eq!(r.authorization_info.authorizer_refresh_token.expose(), "dTo-YCXPL4");
+    }
+
+    #[test]
+    fn notifications_round_trip_through_xml() {
+        let cases = [
+            ComponentNotification::VerifyTicket {
+                component_appid: "wxc".into(),
+                create_time: 1413192605,
+                ticket: Secret::from("ticket@@@abc"),
+            },
+            ComponentNotification::Authorized(AuthorizationNotice {
+                component_appid: "wxc".into(),
+                create_time: 1413192760,
+                authorizer_appid: "wxa".into(),
+                authorization_code: Secret::from("code"),
+                authorization_code_expired_time: 1413196360,
+                pre_auth_code: Some(Secret::from("preauth")),
+            }),
+            ComponentNotification::Unauthorized {
+                component_appid: "wxc".into(),
+                create_time: 1413192760,
+                authorizer_appid: "wxa".into(),
+            },
+        ];
+        for n in cases {
+            assert_eq!(ComponentNotification::from_xml(&n.to_xml()).unwrap(), n);
+        }
+    }
+
+    #[test]
+    fn official_verify_ticket_sample_parses() {
+        let xml = "<xml><AppId>some_appid</AppId><CreateTime>1413192605</CreateTime><InfoType>component_verify_ticket</InfoType><ComponentVerifyTicket>some_verify_ticket</ComponentVerifyTicket></xml>";
+        match ComponentNotification::from_xml(xml).unwrap() {
+            ComponentNotification::VerifyTicket { component_appid, ticket, .. } => {
+                assert_eq!(component_appid, "some_appid");
+                assert_eq!(ticket.expose(), "some_verify_ticket");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(ComponentNotification::from_xml("<xml><AppId>a</AppId>").is_err());
+        assert!(matches!(
+            ComponentNotification::from_xml("<xml><AppId>a</AppId><InfoType>authorized</InfoType></xml>"),
+            Err(NotificationError::MissingField { .. })
+        ));
+    }
+}

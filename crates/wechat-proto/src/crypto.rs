@@ -1,0 +1,1 @@
+//! WXBizMsgCrypt safe-mode message crypto.

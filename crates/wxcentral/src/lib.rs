@@ -1,0 +1,1 @@
+//! wxcentral's HTTP server.
