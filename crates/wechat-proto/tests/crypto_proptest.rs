@@ -128,7 +128,7 @@ proptest! {
         let before = MsgCrypt::new("t", &old, "wxid").unwrap();
         let rotated = MsgCrypt::new("t", &new, "wxid").unwrap().with_previous_key(&old).unwrap();
         let enc = before.encrypt(&msg, random);
-        prop_assert_eq!(rotated.decrypt_encrypt_field(&enc).unwrap().plaintext, msg.clone());
+        prop_assert_eq!(rotated.decrypt_encrypt_field(&enc).unwrap().plaintext, msg.as_slice());
         let enc_new = rotated.encrypt(&msg, random);
         prop_assert_eq!(rotated.decrypt_encrypt_field(&enc_new).unwrap().plaintext, msg);
     }
