@@ -570,6 +570,34 @@ mod tests {
         assert_eq!(checked, 2);
     }
 
+    /// Tencent's own sample values (token `QDG6eK`), found in its WXBizMsgCrypt samples and
+    /// docs: a compat XML body with extra fields, and an encrypted `echostr` whose signature
+    /// covers the bare value.
+    #[test]
+    fn extra_official_sample_vectors() {
+        let all: Value = serde_json::from_str(include_str!("../tests/vectors/extra_official.json")).unwrap();
+        let list = all["vectors"].as_array().unwrap();
+        assert_eq!(list.len(), 2);
+        for v in list {
+            let crypt = MsgCrypt::new(s(v, "token"), s(v, "encoding_aes_key"), s(v, "receive_id")).unwrap();
+            let (sig, ts, nonce) = (s(v, "msg_signature"), s(v, "timestamp"), s(v, "nonce"));
+            let body = v["post_body_xml"].as_str().or(v["echostr"].as_str()).unwrap();
+            assert_eq!(
+                crypt.decrypt_message(sig, ts, nonce, body.as_bytes()).unwrap(),
+                s(v, "expected_plaintext"),
+                "{}",
+                s(v, "id")
+            );
+            let encrypt = extract_encrypt(body.as_bytes()).unwrap();
+            assert_eq!(crypt.signature(ts, nonce, &encrypt), sig);
+            let other = MsgCrypt::new(s(v, "token"), s(v, "encoding_aes_key"), "wx5823bf96d3bd56c8").unwrap();
+            assert_eq!(
+                other.decrypt_message(sig, ts, nonce, body.as_bytes()),
+                Err(CryptoError::ReceiveIdMismatch)
+            );
+        }
+    }
+
     #[test]
     fn official_vectors_have_the_documented_padding() {
         for v in vectors().iter().filter(|v| v["kind"] == "decrypt") {
