@@ -1,1 +1,97 @@
-//! wxcentral's HTTP server.
+//! wxcentral's HTTP server: the authenticated credential API, JS-SDK signing and operations
+//! endpoints over the `wxcentral-core` engine.
+//!
+//! The binary is thin: it parses the command line, loads the [`config::Config`], and calls
+//! [`build_state`] and [`serve`]. Tests do the same on a listener bound to port 0:
+//!
+//! ```no_run
+//! # async fn demo(config: wxcentral::config::Config) -> Result<(), wxcentral::ServerError> {
+//! let state = wxcentral::build_state(&config).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! wxcentral::serve(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod offline;
+pub mod openapi;
+pub mod sandbox;
+pub mod state;
+pub mod telemetry;
+
+use crate::auth::Clients;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use std::future::Future;
+use std::time::Duration;
+use tower_http::trace::TraceLayer;
+use wxcentral_core::Engine;
+use wxcentral_core::upstream::Upstream;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("config: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Core(#[from] wxcentral_core::Error),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the store, starts the engine (which loads stored values first) and builds the state.
+pub async fn build_state(config: &Config) -> Result<AppState, ServerError> {
+    let store = config.store_config().open().await?;
+    let upstream =
+        Upstream::new(&config.upstream.base_url, Duration::from_millis(config.upstream.timeout_ms))?;
+    let engine = Engine::start(config.app_specs(), store, upstream, config.engine_config()).await?;
+    Ok(AppState::new(
+        engine,
+        Clients::from_config(&config.clients),
+        telemetry::metrics_handle(),
+        config.server.body_limit_bytes,
+    ))
+}
+
+/// All routes, with the body limit, request metrics and secret-free request spans.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.body_limit();
+    Router::new()
+        .route("/v1/apps", get(api::list_apps))
+        .route("/v1/apps/{appid}/jssdk_config", post(api::jssdk_config))
+        .route("/v1/apps/{appid}/{kind}", get(api::get_credential))
+        .route("/v1/apps/{appid}/{kind}/refresh", post(api::refresh_credential))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
+        .route("/openapi.json", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi::document()) }))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .route_layer(axum::middleware::from_fn(telemetry::track_http))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+        }))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then drains connections and stops the engine's loops.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let engine = state.engine().clone();
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    engine.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! The native HTTP API (`/v1/…`) and the operations endpoints.
+
+use crate::error::{ApiError, ErrorBody, Result};
+use crate::state::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+use utoipa::ToSchema;
+use wxcentral_core::{Credential, CredentialKind};
+
+/// A credential value as served to clients.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CredentialResponse {
+    pub appid: String,
+    /// access_token, jsapi_ticket, wx_card_ticket or component_access_token.
+    pub kind: String,
+    pub value: String,
+    /// Unix seconds at which WeChat stops accepting the value.
+    pub expires_at: i64,
+    /// Seconds from now to `expires_at`.
+    pub expires_in: i64,
+    /// Grows with every new value; a client may drop a value older than one it has seen.
+    pub version: u64,
+}
+
+impl CredentialResponse {
+    pub fn new(appid: &str, kind: CredentialKind, cred: &Credential) -> Self {
+        Self {
+            appid: appid.to_owned(),
+            kind: kind.as_str().to_owned(),
+            value: cred.value.expose().clone(),
+            expires_at: cred.expires_at_ms.div_euclid(1000),
+            expires_in: (cred.expires_at_ms - now_ms()).div_euclid(1000).max(0),
+            version: cred.version,
+        }
+    }
+}
+
+/// Body of `POST /v1/apps/{appid}/{kind}/refresh` for compare-and-refresh.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The value WeChat rejected (errcode 40001, 40014 or 42001).
+    pub invalid: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JssdkConfigRequest {
+    /// The page URL exactly as the browser has it; anything from `#` on is ignored.
+    pub url: String,
+}
+
+/// What the page passes to `wx.config`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JssdkConfigResponse {
+    pub app_id: String,
+    pub timestamp: i64,
+    pub nonce_str: String,
+    pub signature: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AppsResponse {
+    pub apps: Vec<AppView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AppView {
+    pub appid: String,
+    /// official_account or mini_program.
+    pub kind: String,
+    pub credentials: Vec<CredentialStatusView>,
+    /// Upstream calls made today (Asia/Shanghai day) per WeChat endpoint.
+    pub quota_today: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CredentialStatusView {
+    pub kind: String,
+    /// valid, absent, failing or stopped.
+    pub state: String,
+    pub expires_at: Option<i64>,
+    pub expires_in: Option<i64>,
+    pub version: Option<u64>,
+    /// Secret-free reason of the last failed refresh, e.g. `errcode 45009`.
+    pub last_error: Option<String>,
+    pub next_refresh_at: Option<i64>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// JSON body extractor whose rejections are our error codes (400, or 413 past the body limit).
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self> {
+        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+fn body_rejection(e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge
+    } else {
+        ApiError::InvalidRequest(format!("cannot read body: {}", e.body_text()))
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
+}
+
+/// Kinds served under `/v1/apps/{appid}/…`.
+fn app_kind(appid: &str, kind: &str) -> Result<CredentialKind> {
+    match CredentialKind::from_str(kind) {
+        Ok(
+            k @ (CredentialKind::AccessToken | CredentialKind::JsapiTicket | CredentialKind::WxCardTicket),
+        ) => Ok(k),
+        _ => Err(ApiError::UnknownCredential { appid: appid.to_owned(), kind: kind.to_owned() }),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/apps", tag = "credentials",
+    responses(
+        (status = 200, description = "Apps this key may see, with credential status (no values)", body = AppsResponse),
+        (status = 401, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_apps(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<AppsResponse>> {
+    let client = state.clients().authenticate(&headers)?;
+    let now = now_ms();
+    let secs = |ms: i64| ms.div_euclid(1000);
+    let apps = state
+        .engine()
+        .status()
+        .await
+        .into_iter()
+        .filter(|a| client.may_see(&a.appid))
+        .map(|a| AppView {
+            kind: serde_json::to_value(a.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            appid: a.appid,
+            credentials: a
+                .credentials
+                .into_iter()
+                .map(|c| CredentialStatusView {
+                    kind: c.kind.as_str().to_owned(),
+                    state: c.state.to_owned(),
+                    expires_at: c.expires_at_ms.map(secs),
+                    expires_in: c.expires_at_ms.map(|e| secs(e - now).max(0)),
+                    version: c.version,
+                    last_error: c.last_error,
+                    next_refresh_at: c.next_refresh_ms.map(secs),
+                })
+                .collect(),
+            quota_today: a.quota_today.into_iter().collect(),
+        })
+        .collect();
+    Ok(Json(AppsResponse { apps }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/apps/{appid}/{kind}", tag = "credentials",
+    params(("appid" = String, Path), ("kind" = String, Path, description = "access_token | jsapi_ticket | wx_card_ticket")),
+    responses(
+        (status = 200, body = CredentialResponse),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "unknown_app or unknown_credential", body = ErrorBody),
+        (status = 503, description = "credential_unavailable, with Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_credential(
+    State(state): State<AppState>,
+    Path((appid, kind)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<CredentialResponse>> {
+    let client = state.clients().authenticate(&headers)?;
+    client.check_app(&appid)?;
+    let kind = app_kind(&appid, &kind)?;
+    let cred = state.engine().get(&appid, kind).await?;
+    Ok(Json(CredentialResponse::new(&appid, kind, &cred)))
+}
+
+#[utoipa::path(
+    post, path = "/v1/apps/{appid}/{kind}/refresh", tag = "credentials",
+    params(("appid" = String, Path), ("kind" = String, Path)),
+    request_body(content = Option<RefreshRequest>, description = "With `invalid`: compare-and-refresh (keys with `refresh`). Without a body: forced refresh (admin keys)."),
+    responses(
+        (status = 200, description = "The current value after the report or refresh", body = CredentialResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 502, description = "upstream_rejected, with errcode", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn refresh_credential(
+    State(state): State<AppState>,
+    Path((appid, kind)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<CredentialResponse>> {
+    let client = state.clients().authenticate(&headers)?;
+    client.check_app(&appid)?;
+    let kind = app_kind(&appid, &kind)?;
+    let body = body.map_err(body_rejection)?;
+    let cred = if body.iter().all(u8::is_ascii_whitespace) {
+        if !client.admin {
+            return Err(ApiError::Forbidden(format!("client {} may not force a refresh", client.name)));
+        }
+        tracing::info!(client = %client.name, appid = %appid, kind = %kind, "forced refresh");
+        state.engine().force_refresh(&appid, kind).await?
+    } else {
+        let req: RefreshRequest = parse_json(&body)?;
+        if !(client.refresh || client.admin) {
+            return Err(ApiError::Forbidden(format!("client {} may not report invalid values", client.name)));
+        }
+        state.engine().report_invalid(&appid, kind, &req.invalid).await?
+    };
+    Ok(Json(CredentialResponse::new(&appid, kind, &cred)))
+}
+
+#[utoipa::path(
+    post, path = "/v1/apps/{appid}/jssdk_config", tag = "credentials",
+    params(("appid" = String, Path)),
+    request_body = JssdkConfigRequest,
+    responses(
+        (status = 200, description = "Arguments for wx.config", body = JssdkConfigResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn jssdk_config(
+    State(state): State<AppState>,
+    Path(appid): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<JssdkConfigRequest>,
+) -> Result<Json<JssdkConfigResponse>> {
+    let client = state.clients().authenticate(&headers)?;
+    client.check_app(&appid)?;
+    match reqwest::Url::parse(&req.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+        _ => return Err(ApiError::InvalidRequest("url must be an absolute http(s) URL".into())),
+    }
+    let ticket = state.engine().get(&appid, CredentialKind::JsapiTicket).await?;
+    let timestamp = now_ms().div_euclid(1000);
+    let nonce_str: String = rand::thread_rng().sample_iter(&Alphanumeric).take(16).map(char::from).collect();
+    let signature = wechat_proto::signature::jssdk_signature(
+        ticket.value.expose(),
+        &nonce_str,
+        timestamp as u64,
+        &req.url,
+    );
+    Ok(Json(JssdkConfigResponse { app_id: appid, timestamp, nonce_str, signature }))
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is alive")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Store reachable, config loaded"), (status = 503, description = "Store unreachable"))
+)]
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.engine().store().ping().await {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))),
+        Err(e) => {
+            tracing::warn!(error = %e, "store unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "store_unreachable"})))
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics().render())
+}

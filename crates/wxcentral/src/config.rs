@@ -1,0 +1,646 @@
+//! `wxcentral.toml`: parsing, `${VAR}` secrets, `WXCENTRAL_…` overrides and validation.
+//!
+//! A bad config must fail at start with one line that names the key and the reason, because the
+//! person reading it is an operator at a terminal or in a deploy log. Every error therefore
+//! carries the dotted key path (`app[1].secret`, `store.kind`).
+
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wechat_proto::Secret;
+use wechat_proto::api::TicketType;
+use wxcentral_core::{AppKind, AppSpec, EngineConfig, TokenApi, store::StoreConfig};
+
+/// A config error: the key it is about and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { key: key.into(), reason: reason.into() }
+    }
+}
+
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub refresh: RefreshConfig,
+    #[serde(default, rename = "app")]
+    pub apps: Vec<AppConfig>,
+    #[serde(default, rename = "component")]
+    pub components: Vec<ComponentConfig>,
+    #[serde(default, rename = "client")]
+    pub clients: Vec<ClientConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Largest request body accepted; larger ones get 413 `payload_too_large`.
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            public_url: None,
+            log_format: LogFormat::default(),
+            body_limit_bytes: default_body_limit(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    #[default]
+    Sqlite,
+    Redis,
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    #[serde(default)]
+    pub kind: StoreKind,
+    #[serde(default = "default_db_path")]
+    pub path: PathBuf,
+    #[serde(default)]
+    pub url: Option<Secret>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self { kind: StoreKind::default(), path: default_db_path(), url: None, namespace: None }
+    }
+}
+
+fn default_db_path() -> PathBuf {
+    "wxcentral.db".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self { base_url: default_base_url(), timeout_ms: default_timeout_ms() }
+    }
+}
+
+fn default_base_url() -> String {
+    "https://api.weixin.qq.com".into()
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshConfig {
+    pub refresh_before_secs: Option<u64>,
+    pub serve_margin_secs: Option<u64>,
+    /// How long a read with nothing valid waits for the refresh in flight.
+    pub read_wait_ms: Option<u64>,
+    /// WeChat's stable_token rotation window (300 s on the real service).
+    pub stable_rotate_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub appid: String,
+    pub secret: Secret,
+    #[serde(default)]
+    pub kind: AppKind,
+    #[serde(default)]
+    pub token_api: TokenApi,
+    #[serde(default)]
+    pub tickets: Vec<TicketType>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentConfig {
+    pub appid: String,
+    pub secret: Secret,
+    pub token: Secret,
+    pub encoding_aes_key: Secret,
+    #[serde(default)]
+    pub tickets: Vec<TicketType>,
+    #[serde(default)]
+    pub after_authorize_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub name: String,
+    /// Lowercase hex sha256 of the client key (`wxcentral hash-key`); the key itself is never
+    /// stored.
+    pub key_sha256: String,
+    #[serde(default)]
+    pub apps: Vec<String>,
+    #[serde(default)]
+    pub refresh: bool,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// Sections whose scalar keys `WXCENTRAL_<SECTION>_<KEY>` overrides.
+const SECTIONS: [&str; 4] = ["server", "store", "upstream", "refresh"];
+/// Array sections, overridden as `WXCENTRAL_<SECTION>_<INDEX>_<KEY>`.
+const ARRAYS: [&str; 3] = ["app", "component", "client"];
+
+impl Config {
+    /// Reads `path`, applies the process environment and validates.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text, std::env::vars())
+    }
+
+    /// Parses `text` with the given environment (`${VAR}` values and `WXCENTRAL_…` overrides).
+    pub fn from_toml(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut root: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError::new("config", format!("not valid TOML: {}", e.message()))
+        })?;
+        apply_overrides(&mut root, &env)?;
+        let mut value = toml::Value::Table(root);
+        expand_vars(&mut value, &mut String::new(), &env)?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { "config".to_owned() } else { key };
+            // toml appends the key on a second line; the path already names it.
+            let reason = e.into_inner().to_string();
+            ConfigError::new(key, reason.lines().next().unwrap_or_default())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.listen_addr()?;
+        if let Some(url) = &self.server.public_url {
+            check_http_url("server.public_url", url)?;
+        }
+        check_http_url("upstream.base_url", &self.upstream.base_url)?;
+        if self.upstream.timeout_ms == 0 {
+            return Err(ConfigError::new("upstream.timeout_ms", "must be greater than 0"));
+        }
+        if self.server.body_limit_bytes < 1024 {
+            return Err(ConfigError::new("server.body_limit_bytes", "must be at least 1024"));
+        }
+        match self.store.kind {
+            StoreKind::Redis => {
+                return Err(ConfigError::new(
+                    "store.kind",
+                    "redis is not available in this version; use sqlite or memory",
+                ));
+            }
+            StoreKind::Sqlite if self.store.path.as_os_str().is_empty() => {
+                return Err(ConfigError::new("store.path", "must not be empty"));
+            }
+            _ => {}
+        }
+        let mut seen = HashSet::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            check_appid(&format!("app[{i}].appid"), &app.appid)?;
+            if app.secret.expose().is_empty() {
+                return Err(ConfigError::new(format!("app[{i}].secret"), "must not be empty"));
+            }
+            if !seen.insert(app.appid.as_str()) {
+                return Err(ConfigError::new(
+                    format!("app[{i}].appid"),
+                    format!("duplicate appid {}", app.appid),
+                ));
+            }
+        }
+        for (i, c) in self.components.iter().enumerate() {
+            check_appid(&format!("component[{i}].appid"), &c.appid)?;
+            if !seen.insert(c.appid.as_str()) {
+                return Err(ConfigError::new(
+                    format!("component[{i}].appid"),
+                    format!("duplicate appid {}", c.appid),
+                ));
+            }
+            for (key, value) in [("secret", &c.secret), ("token", &c.token)] {
+                if value.expose().is_empty() {
+                    return Err(ConfigError::new(format!("component[{i}].{key}"), "must not be empty"));
+                }
+            }
+            if c.encoding_aes_key.expose().len() != 43 {
+                return Err(ConfigError::new(
+                    format!("component[{i}].encoding_aes_key"),
+                    "must be the 43-character EncodingAESKey",
+                ));
+            }
+        }
+        let mut names = HashSet::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            if client.name.is_empty() {
+                return Err(ConfigError::new(format!("client[{i}].name"), "must not be empty"));
+            }
+            if !names.insert(client.name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("client[{i}].name"),
+                    format!("duplicate name {}", client.name),
+                ));
+            }
+            let h = &client.key_sha256;
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return Err(ConfigError::new(
+                    format!("client[{i}].key_sha256"),
+                    "must be 64 lowercase hex characters (use `wxcentral hash-key KEY`)",
+                ));
+            }
+            for (j, appid) in client.apps.iter().enumerate() {
+                if appid != "*" && !seen.contains(appid.as_str()) {
+                    return Err(ConfigError::new(
+                        format!("client[{i}].apps[{j}]"),
+                        format!("{appid} is not a configured app or component"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr> {
+        self.server.listen.parse().map_err(|_| {
+            ConfigError::new(
+                "server.listen",
+                format!("{:?} is not an address like 127.0.0.1:8080", self.server.listen),
+            )
+        })
+    }
+
+    pub fn store_config(&self) -> StoreConfig {
+        match self.store.kind {
+            StoreKind::Memory => StoreConfig::Memory,
+            // Redis is refused by `validate`, so it cannot reach here.
+            StoreKind::Sqlite | StoreKind::Redis => StoreConfig::Sqlite { path: self.store.path.clone() },
+        }
+    }
+
+    pub fn engine_config(&self) -> EngineConfig {
+        let defaults = EngineConfig::default();
+        EngineConfig {
+            refresh_before_secs: self.refresh.refresh_before_secs,
+            serve_margin_secs: self.refresh.serve_margin_secs,
+            read_wait: self.refresh.read_wait_ms.map(Duration::from_millis).unwrap_or(defaults.read_wait),
+            stable_rotate_secs: self.refresh.stable_rotate_secs.unwrap_or(defaults.stable_rotate_secs),
+            ..defaults
+        }
+    }
+
+    pub fn app_specs(&self) -> Vec<AppSpec> {
+        self.apps
+            .iter()
+            .map(|a| AppSpec {
+                appid: a.appid.clone(),
+                secret: a.secret.clone(),
+                kind: a.kind,
+                token_api: a.token_api,
+                tickets: a.tickets.clone(),
+            })
+            .collect()
+    }
+
+    /// The config as `check-config` prints it: every secret redacted, hashes shortened.
+    pub fn redacted_summary(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "listen      {}", self.server.listen);
+        let _ = writeln!(
+            out,
+            "store       {:?} {}",
+            self.store.kind,
+            match self.store.kind {
+                StoreKind::Sqlite => self.store.path.display().to_string(),
+                StoreKind::Redis => "[redacted url]".into(),
+                StoreKind::Memory => String::new(),
+            }
+        );
+        let _ =
+            writeln!(out, "upstream    {} (timeout {} ms)", self.upstream.base_url, self.upstream.timeout_ms);
+        for a in &self.apps {
+            let tickets: Vec<_> = a.tickets.iter().map(|t| t.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "app         {} {:?} token_api={:?} tickets=[{}] secret=[redacted]",
+                a.appid,
+                a.kind,
+                a.token_api,
+                tickets.join(",")
+            );
+        }
+        for c in &self.components {
+            let _ = writeln!(
+                out,
+                "component   {} secret=[redacted] token=[redacted] encoding_aes_key=[redacted]",
+                c.appid
+            );
+        }
+        for c in &self.clients {
+            let _ = writeln!(
+                out,
+                "client      {} apps=[{}] refresh={} admin={} key_sha256={}…",
+                c.name,
+                c.apps.join(","),
+                c.refresh,
+                c.admin,
+                &c.key_sha256[..8]
+            );
+        }
+        out
+    }
+}
+
+fn check_appid(key: &str, appid: &str) -> Result<()> {
+    if appid.is_empty() || appid.len() > 64 || !appid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(ConfigError::new(key, format!("{appid:?} is not an appid (letters, digits, _)")));
+    }
+    Ok(())
+}
+
+fn check_http_url(key: &str, url: &str) -> Result<()> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(ConfigError::new(key, format!("{url:?} is not an http(s) URL"))),
+    }
+}
+
+/// Applies `WXCENTRAL_<SECTION>_<KEY>` and `WXCENTRAL_<ARRAY>_<INDEX>_<KEY>` variables. Values
+/// that parse as TOML scalars (numbers, booleans, arrays) keep that type; anything else is a
+/// string.
+fn apply_overrides(root: &mut toml::Table, env: &[(String, String)]) -> Result<()> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix("WXCENTRAL_") else { continue };
+        let rest = rest.to_ascii_lowercase();
+        let value = parse_env_value(raw);
+        if let Some((section, key)) =
+            SECTIONS.iter().find_map(|s| Some((*s, rest.strip_prefix(s)?.strip_prefix('_')?)))
+        {
+            let table = root
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| ConfigError::new(section, "must be a table"))?;
+            table.insert(key.to_owned(), value);
+        } else if let Some((array, rest)) =
+            ARRAYS.iter().find_map(|s| Some((*s, rest.strip_prefix(s)?.strip_prefix('_')?)))
+        {
+            let (index, key) = rest
+                .split_once('_')
+                .and_then(|(i, k)| Some((i.parse::<usize>().ok()?, k)))
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        name.clone(),
+                        format!("expected WXCENTRAL_{}_<INDEX>_<KEY>", array.to_uppercase()),
+                    )
+                })?;
+            let entries = root.get_mut(array).and_then(|v| v.as_array_mut()).ok_or_else(|| {
+                ConfigError::new(name.clone(), format!("the config has no [[{array}]] entries"))
+            })?;
+            let entry = entries
+                .get_mut(index)
+                .and_then(|v| v.as_table_mut())
+                .ok_or_else(|| ConfigError::new(name.clone(), format!("there is no {array}[{index}]")))?;
+            entry.insert(key.to_owned(), value);
+        }
+    }
+    Ok(())
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !matches!(v, toml::Value::Table(_) | toml::Value::Datetime(_)))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+/// Replaces `${VAR}` in every string with the environment's value; a missing variable is an
+/// error naming the key, so a typo cannot start the server with a literal `${…}` secret.
+fn expand_vars(value: &mut toml::Value, path: &mut String, env: &[(String, String)]) -> Result<()> {
+    match value {
+        toml::Value::String(s) if s.contains("${") => {
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("${") {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + 2..];
+                let end = after
+                    .find('}')
+                    .ok_or_else(|| ConfigError::new(path.clone(), "unterminated ${ in value"))?;
+                let var = &after[..end];
+                let found = env.iter().find(|(k, _)| k == var).map(|(_, v)| v.as_str());
+                match found {
+                    Some(v) => out.push_str(v),
+                    None => {
+                        return Err(ConfigError::new(
+                            path.clone(),
+                            format!("environment variable {var} is not set"),
+                        ));
+                    }
+                }
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                expand_vars(v, path, env)?;
+                path.truncate(len);
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                expand_vars(v, path, env)?;
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Lowercase hex sha256 of a client key, as `[[client]] key_sha256` wants it.
+pub fn hash_key(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn sample() -> String {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:9000"
+
+[store]
+kind = "memory"
+
+[[app]]
+appid = "wx0123456789abcdef"
+secret = "${{SHOP_SECRET}}"
+token_api = "classic"
+tickets = ["jsapi", "wx_card"]
+
+[[client]]
+name = "shop"
+key_sha256 = "{HASH}"
+apps = ["wx0123456789abcdef"]
+refresh = true
+"#
+        )
+    }
+
+    #[test]
+    fn parses_sample_with_env_secret() {
+        let c = Config::from_toml(&sample(), env(&[("SHOP_SECRET", "s3cr3t")])).unwrap();
+        assert_eq!(c.apps[0].secret.expose(), "s3cr3t");
+        assert_eq!(c.apps[0].token_api, TokenApi::Classic);
+        assert_eq!(c.apps[0].tickets, vec![TicketType::Jsapi, TicketType::WxCard]);
+        assert_eq!(c.listen_addr().unwrap().port(), 9000);
+        assert!(c.clients[0].refresh);
+        assert!(!c.clients[0].admin);
+        let shown = format!("{c:?}{}", c.redacted_summary());
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+
+    #[test]
+    fn missing_env_var_names_the_key() {
+        let e = Config::from_toml(&sample(), env(&[])).unwrap_err();
+        assert_eq!(e.key, "app[0].secret");
+        assert!(e.reason.contains("SHOP_SECRET"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_scalars_and_array_entries() {
+        let c = Config::from_toml(
+            &sample(),
+            env(&[
+                ("SHOP_SECRET", "x"),
+                ("WXCENTRAL_SERVER_LISTEN", "0.0.0.0:7000"),
+                ("WXCENTRAL_UPSTREAM_TIMEOUT_MS", "1234"),
+                ("WXCENTRAL_REFRESH_SERVE_MARGIN_SECS", "5"),
+                ("WXCENTRAL_APP_0_SECRET", "from-env"),
+                ("WXCENTRAL_CLIENT_0_ADMIN", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:7000");
+        assert_eq!(c.upstream.timeout_ms, 1234);
+        assert_eq!(c.refresh.serve_margin_secs, Some(5));
+        assert_eq!(c.apps[0].secret.expose(), "from-env");
+        assert!(c.clients[0].admin);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[server]\nlisten = \"nope\"", "server.listen"),
+            ("[store]\nkind = \"mongo\"", "store.kind"),
+            ("[store]\nkind = \"redis\"", "store.kind"),
+            ("[upstream]\nbase_url = \"ftp://x\"", "upstream.base_url"),
+            ("[upstream]\ntimeout_ms = \"soon\"", "upstream.timeout_ms"),
+            ("[[app]]\nappid = \"wx1\"\nsecret = \"s\"\ntoken_api = \"magic\"", "app[0].token_api"),
+            ("[[app]]\nappid = \"wx1\"\nsecret = \"\"", "app[0].secret"),
+            (
+                "[[app]]\nappid = \"wx1\"\nsecret = \"s\"\n[[app]]\nappid = \"wx1\"\nsecret = \"s\"",
+                "app[1].appid",
+            ),
+            ("[[app]]\nappid = \"wx1\"\nsecret = \"s\"\ntickets = [\"nope\"]", "app[0].tickets[0]"),
+            ("[[client]]\nname = \"a\"\nkey_sha256 = \"abc\"", "client[0].key_sha256"),
+            ("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1", "server.bogus"),
+            ("this is not toml", "config"),
+        ];
+        for (text, key) in cases {
+            let e = Config::from_toml(text, env(&[])).unwrap_err();
+            assert_eq!(&e.key, key, "{text:?} gave {e}");
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+        }
+        let e = Config::from_toml(
+            &format!("[[client]]\nname = \"a\"\nkey_sha256 = \"{HASH}\"\napps = [\"wxunknown\"]"),
+            env(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "client[0].apps[0]");
+    }
+
+    #[test]
+    fn hash_key_is_sha256_hex() {
+        assert_eq!(hash_key("test"), HASH);
+    }
+}

@@ -1,0 +1,40 @@
+//! Shared state of the HTTP handlers.
+
+use crate::auth::Clients;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use wxcentral_core::Engine;
+
+/// Cheap to clone: one `Arc`.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    engine: Arc<Engine>,
+    clients: Clients,
+    metrics: PrometheusHandle,
+    body_limit: usize,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, clients: Clients, metrics: PrometheusHandle, body_limit: usize) -> Self {
+        Self(Arc::new(Inner { engine, clients, metrics, body_limit }))
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.0.engine
+    }
+
+    pub fn clients(&self) -> &Clients {
+        &self.0.clients
+    }
+
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.0.metrics
+    }
+
+    pub fn body_limit(&self) -> usize {
+        self.0.body_limit
+    }
+}
