@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# HTTP benchmark of the credential read path, quoted as a ratio to a bare hyper server measured
+# in the same run (machines here are noisy; ratios are what carries over).
+#
+#   bash bench/http.sh            # 1,000 apps, 64 connections, 15 s per target
+#   APPS=100 DURATION=5s bash bench/http.sh
+#
+# Needs wrk (apt-get install -y wrk). Everything listens on 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APPS=${APPS:-1000}
+DURATION=${DURATION:-15s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+SIM_ADDR=127.0.0.1:18101
+HUB_ADDR=127.0.0.1:18102
+BARE_ADDR=127.0.0.1:18103
+
+command -v wrk >/dev/null || { echo "error: wrk is not installed (apt-get install -y wrk)" >&2; exit 1; }
+cargo build --release -q -p wechat-sim -p wxcentral --bins
+cargo build --release -q -p wxcentral --example bare_hyper
+T=target/release
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+appid() { printf 'wxbench%011d' "$1"; }
+key="bench-client-key-$(date +%s%N)"
+
+for i in $(seq 0 $((APPS - 1))); do
+  printf '[[app]]\nappid = "%s"\nsecret = "bench-secret-%d"\n\n' "$(appid "$i")" "$i"
+done >"$work/sim.toml"
+{
+  printf '[server]\nlisten = "%s"\n\n[store]\nkind = "sqlite"\npath = "%s/wxcentral.db"\n\n' "$HUB_ADDR" "$work"
+  printf '[upstream]\nbase_url = "http://%s"\n\n' "$SIM_ADDR"
+  for i in $(seq 0 $((APPS - 1))); do
+    printf '[[app]]\nappid = "%s"\nsecret = "bench-secret-%d"\ntickets = ["jsapi"]\n\n' "$(appid "$i")" "$i"
+  done
+  printf '[[client]]\nname = "bench"\nkey_sha256 = "%s"\napps = ["*"]\n' "$($T/wxcentral hash-key "$key")"
+} >"$work/wxcentral.toml"
+
+wait_http() { for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done; echo "error: $1 did not come up" >&2; exit 1; }
+
+RUST_LOG=warn $T/wechat-sim --listen "$SIM_ADDR" --config "$work/sim.toml" 2>"$work/sim.log" & pids+=($!)
+wait_http "http://$SIM_ADDR/__sim/calls"
+RUST_LOG=warn $T/wxcentral serve --config "$work/wxcentral.toml" 2>"$work/hub.log" & hub=$!; pids+=($hub)
+wait_http "http://$HUB_ADDR/readyz"
+$T/examples/bare_hyper "$BARE_ADDR" 2>/dev/null & pids+=($!)
+wait_http "http://$BARE_ADDR/"
+
+# Every app's token and ticket fetched once, so memory and reads see the steady state.
+for i in $(seq 0 $((APPS - 1))); do
+  curl -sf -o /dev/null -H "Authorization: Bearer $key" "http://$HUB_ADDR/v1/apps/$(appid "$i")/jsapi_ticket"
+done
+rss_kib=$(awk '/VmRSS/ {print $2}' /proc/$hub/status)
+hwm_kib=$(awk '/VmHWM/ {print $2}' /proc/$hub/status)
+
+url="http://$HUB_ADDR/v1/apps/$(appid 0)/access_token"
+curl -sf -H "Authorization: Bearer $key" "$url" >/dev/null
+run() { wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$@"; }
+hub_out=$(run -H "Authorization: Bearer $key" "$url")
+bare_out=$(run "http://$BARE_ADDR/v1/apps/$(appid 0)/access_token")
+
+rps() { awk '/Requests\/sec/ {print $2}' <<<"$1"; }
+p99() { awk '$1 == "99%" {print $2}' <<<"$1"; }
+p50() { awk '$1 == "50%" {print $2}' <<<"$1"; }
+errors() { awk '/Non-2xx|Socket errors/ {print}' <<<"$1"; }
+ratio=$(awk -v a="$(rps "$hub_out")" -v b="$(rps "$bare_out")" 'BEGIN {printf "%.2f", a / b}')
+
+cat <<EOF
+| target | requests/s | p50 | p99 |
+|---|---|---|---|
+| wxcentral GET /v1/apps/{appid}/access_token | $(rps "$hub_out") | $(p50 "$hub_out") | $(p99 "$hub_out") |
+| bare hyper, same JSON | $(rps "$bare_out") | $(p50 "$bare_out") | $(p99 "$bare_out") |
+
+throughput ratio wxcentral / bare hyper: **$ratio** (wrk -t$THREADS -c$CONNS -d$DURATION, $(nproc) cores shared by wrk and the server)
+memory with $APPS apps configured, each with access_token and jsapi_ticket held: RSS $((rss_kib / 1024)) MiB (peak $((hwm_kib / 1024)) MiB)
+EOF
+e=$(errors "$hub_out"); [ -z "$e" ] || echo "wxcentral errors: $e"
