@@ -1,0 +1,546 @@
+//! HTTP: the WeChat paths (every one counted, faults applied first) and the `/__sim` control API.
+
+use crate::clock::Clock;
+use crate::config::{SimComponent, SimConfig};
+use crate::errmsg;
+use crate::push::{self, PushOutcome};
+use crate::state::{AuthCode, AuthorizerState, FaultAction, FaultSpec, PreAuthCode, State, random_string};
+use crate::wechat::{Reply, Req};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State as AxState};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+use wechat_proto::Secret;
+use wechat_proto::api::{AuthorizationNotice, ComponentNotification};
+
+/// Value of the epoch channel that means "shutting down"; any other change means "reset".
+pub(crate) const SHUTDOWN: u64 = u64::MAX;
+const MAX_BODY: usize = 2 * 1024 * 1024;
+/// Verify tickets older than this are forgotten (they answer 61006 instead of 61005 then).
+const FORGET_TICKETS_MS: u64 = 7 * 86_400_000;
+
+/// The simulator's shared state: what the router serves and the push tasks write to.
+#[derive(Clone)]
+pub struct Simulator {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub(crate) clock: Clock,
+    client: reqwest::Client,
+    /// Bumped by reset (hung requests return, push loops push a fresh ticket); set to
+    /// [`SHUTDOWN`] when stopping.
+    pub(crate) epoch: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator").finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    pub fn new(config: SimConfig) -> Result<Self, crate::SimError> {
+        config.validate()?;
+        let client = reqwest::Client::builder()
+            .timeout(push::PUSH_TIMEOUT)
+            .build()
+            .map_err(|e| crate::SimError::Config(format!("http client: {e}")))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::new(config)),
+                clock: Clock::new(),
+                client,
+                epoch: watch::Sender::new(0),
+            }),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+
+    pub fn calls(&self, appid: &str, endpoint: &str) -> u64 {
+        self.lock().calls(appid, endpoint)
+    }
+
+    pub fn total_calls(&self, endpoint: &str) -> u64 {
+        self.lock().total_calls(endpoint)
+    }
+
+    /// Clears credentials, codes, counters, faults and quotas (the clock keeps its offset, so time
+    /// never runs backwards for the code under test); push loops push a new ticket at once.
+    pub fn reset(&self) {
+        self.lock().reset();
+        self.shared.epoch.send_modify(|e| *e = e.wrapping_add(1) % SHUTDOWN);
+    }
+
+    /// Adds a fault, as `POST /__sim/faults` does; returns its id.
+    pub fn add_fault(&self, spec: FaultSpec) -> Result<u64, String> {
+        spec.validate()?;
+        Ok(self.lock().add_fault(spec))
+    }
+
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// Starts one task per component with a `push_url`: a verify ticket now, then every
+    /// `push_interval_secs`, and at once after a reset. They end at shutdown.
+    pub fn spawn_pushers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let comps: Vec<SimComponent> =
+            self.lock().config.components.iter().filter(|c| c.push_url.is_some()).cloned().collect();
+        comps
+            .into_iter()
+            .map(|c| {
+                let sim = self.clone();
+                tokio::spawn(async move { sim.push_loop(c).await })
+            })
+            .collect()
+    }
+
+    async fn push_loop(self, comp: SimComponent) {
+        let mut epoch = self.shared.epoch.subscribe();
+        let interval = Duration::from_secs(comp.push_interval_secs);
+        loop {
+            if *epoch.borrow_and_update() == SHUTDOWN {
+                return;
+            }
+            if let Err(e) = self.push_ticket(&comp.appid).await {
+                tracing::warn!(component = comp.appid, error = e, "verify ticket push skipped");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                changed = epoch.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Issues a new verify ticket and pushes it; returns the ticket and how the push went
+    /// (`None` when the component has no `push_url`).
+    pub async fn push_ticket(&self, component_appid: &str) -> Result<(String, Option<PushOutcome>), String> {
+        let now = self.shared.clock.now_ms();
+        let ticket = format!("ticket@@@{}", random_string(86));
+        let comp = {
+            let mut st = self.lock();
+            let comp = st.component(component_appid).cloned().ok_or("unknown component_appid")?;
+            let cs = st.components.entry(component_appid.to_owned()).or_default();
+            cs.verify_tickets.retain(|_, at| now.saturating_sub(*at) < FORGET_TICKETS_MS);
+            // Valid before it is sent, so a receiver may use it while handling the push.
+            cs.verify_tickets.insert(ticket.clone(), now);
+            comp
+        };
+        let n = ComponentNotification::VerifyTicket {
+            component_appid: comp.appid.clone(),
+            create_time: (now / 1000) as i64,
+            ticket: Secret::new(ticket.clone()),
+        };
+        let outcome = self.push(&comp, &n).await;
+        Ok((ticket, outcome))
+    }
+
+    async fn push(&self, comp: &SimComponent, n: &ComponentNotification) -> Option<PushOutcome> {
+        let now_secs = self.shared.clock.now_secs();
+        let outcome = push::send(&self.shared.client, comp, n, now_secs).await?;
+        push::record(&mut self.lock(), &comp.appid, push::info_type(n), &outcome, now_secs);
+        Some(outcome)
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not turn every later request into a panic too.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The simulator's HTTP surface: WeChat's paths plus `/__sim/…`.
+pub fn router(sim: Simulator) -> Router {
+    Router::new()
+        .route("/__sim/calls", get(calls))
+        .route("/__sim/faults", get(list_faults).post(add_fault).delete(clear_faults))
+        .route("/__sim/push_ticket", post(push_ticket))
+        .route("/__sim/authorize", post(authorize))
+        .route("/__sim/unauthorize", post(unauthorize))
+        .route("/__sim/reset", post(reset))
+        .route("/__sim/clock", get(clock).post(advance_clock))
+        .route("/__sim/pushes", get(pushes))
+        .route("/__sim/health", get(|| async { Json(json!({ "ok": true })) }))
+        .route(
+            "/__sim/{*rest}",
+            any(|| async { control_error(StatusCode::NOT_FOUND, "no such control endpoint") }),
+        )
+        .fallback(wechat)
+        .with_state(sim)
+}
+
+// ---- WeChat paths --------------------------------------------------------------------------
+
+async fn wechat(AxState(sim): AxState<Simulator>, request: Request) -> Response {
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "127.0.0.1".to_owned(), |c| c.0.ip().to_canonical().to_string());
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let query: HashMap<String, String> =
+        axum::extract::Query::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
+    // An unreadable or oversized body is handled as an empty one: WeChat would refuse it too.
+    let body = axum::body::to_bytes(body, MAX_BODY).await.unwrap_or_default();
+
+    let (appid, fault) = {
+        let mut st = sim.lock();
+        let appid = st.resolve_appid(&query, &body);
+        st.count_call(&appid, &path);
+        let fault = st.pick_fault(&path, &appid);
+        (appid, fault)
+    };
+    tracing::debug!(path, appid, fault = ?fault, "wechat call");
+    let now_secs = sim.shared.clock.now_secs();
+    match fault {
+        Some(FaultAction::Errcode(code)) => {
+            return wx_json(StatusCode::OK, &errmsg::body(code, now_secs, &ip));
+        }
+        Some(FaultAction::Status(status)) => return status_page(status),
+        Some(FaultAction::Malformed) => {
+            return wx_raw(StatusCode::OK, "{\"errcode\":0,\"errmsg\":\"ok\",\"access_token\":\"");
+        }
+        Some(FaultAction::Timeout) => {
+            wait_for_epoch_change(&sim, None).await;
+            return status_page(504);
+        }
+        Some(FaultAction::Delay(ms)) => wait_for_epoch_change(&sim, Some(Duration::from_millis(ms))).await,
+        None => {}
+    }
+
+    let now = sim.shared.clock.now_ms();
+    let reply = sim.lock().handle(&Req { path: &path, query: &query, body: &body, now });
+    match reply {
+        Reply::Ok(v) => wx_json(StatusCode::OK, &v),
+        Reply::Err(code) => wx_json(StatusCode::OK, &errmsg::body(code, now / 1000, &ip)),
+        Reply::Png(bytes) => {
+            ([(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))], bytes).into_response()
+        }
+        Reply::NotFound => wx_json(StatusCode::NOT_FOUND, &errmsg::body(48001, now / 1000, &ip)),
+    }
+}
+
+/// Sleeps `limit` (forever when `None`), cut short by a reset or shutdown.
+async fn wait_for_epoch_change(sim: &Simulator, limit: Option<Duration>) {
+    let mut rx = sim.shared.epoch.subscribe();
+    rx.borrow_and_update();
+    match limit {
+        Some(d) => {
+            tokio::select! {
+                () = tokio::time::sleep(d) => {}
+                _ = rx.changed() => {}
+            }
+        }
+        None => {
+            let _ = rx.changed().await;
+        }
+    }
+}
+
+fn wx_json(status: StatusCode, v: &Value) -> Response {
+    wx_raw(status, v.to_string())
+}
+
+fn wx_raw(status: StatusCode, body: impl Into<Body>) -> Response {
+    // WeChat's own content type, parameter spelling included.
+    let mut r = (status, body.into()).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; encoding=utf-8"));
+    r
+}
+
+/// What a gateway in front of WeChat answers with a bare status.
+fn status_page(status: u16) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let reason = code.canonical_reason().unwrap_or("Error");
+    let html = format!(
+        "<html>\r\n<head><title>{s} {reason}</title></head>\r\n<body>\r\n<center><h1>{s} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+        s = code.as_u16()
+    );
+    (code, [(header::CONTENT_TYPE, HeaderValue::from_static("text/html"))], html).into_response()
+}
+
+// ---- control API ---------------------------------------------------------------------------
+
+use axum::Json;
+
+fn control_error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "ok": false, "error": msg.into() }))).into_response()
+}
+
+/// Control bodies are parsed by hand so that a bad one gets a JSON error, not axum's text.
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("bad request body: {e}"))
+}
+
+fn outcome_json(outcome: Option<&PushOutcome>) -> Value {
+    match outcome {
+        None => json!({ "sent": false }),
+        Some(o) => json!({ "sent": true, "ok": o.ok, "status": o.status, "body": o.body, "error": o.error }),
+    }
+}
+
+async fn calls(AxState(sim): AxState<Simulator>) -> Response {
+    let st = sim.lock();
+    let calls: Vec<Value> = st
+        .calls
+        .iter()
+        .map(|((appid, endpoint), count)| json!({ "appid": appid, "endpoint": endpoint, "count": count }))
+        .collect();
+    let (ok, failed) =
+        st.components.values().fold((0, 0), |(o, f), c| (o + c.pushes_ok, f + c.pushes_failed));
+    Json(json!({ "calls": calls, "pushes_ok": ok, "pushes_failed": failed })).into_response()
+}
+
+async fn pushes(AxState(sim): AxState<Simulator>) -> Response {
+    let st = sim.lock();
+    let comps: Vec<Value> = st
+        .config
+        .components
+        .iter()
+        .map(|c| {
+            let cs = st.components.get(&c.appid);
+            json!({
+                "component_appid": c.appid,
+                "push_url": c.push_url,
+                "pushes_ok": cs.map_or(0, |s| s.pushes_ok),
+                "pushes_failed": cs.map_or(0, |s| s.pushes_failed),
+                "recent": cs.map(|s| s.recent_pushes.clone()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Json(json!({ "components": comps })).into_response()
+}
+
+async fn list_faults(AxState(sim): AxState<Simulator>) -> Response {
+    Json(json!({ "faults": sim.lock().faults })).into_response()
+}
+
+async fn add_fault(AxState(sim): AxState<Simulator>, body: Bytes) -> Response {
+    let spec: FaultSpec = match parse(&body) {
+        Ok(s) => s,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    match sim.add_fault(spec) {
+        Ok(id) => Json(json!({ "ok": true, "id": id })).into_response(),
+        Err(e) => control_error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn clear_faults(AxState(sim): AxState<Simulator>) -> Response {
+    sim.clear_faults();
+    Json(json!({ "ok": true })).into_response()
+}
+
+async fn reset(AxState(sim): AxState<Simulator>) -> Response {
+    sim.reset();
+    Json(json!({ "ok": true })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockBody {
+    advance_secs: u64,
+}
+
+fn clock_json(sim: &Simulator) -> Response {
+    let c = &sim.shared.clock;
+    Json(json!({ "ok": true, "now": c.now_secs(), "offset_secs": c.offset_secs() })).into_response()
+}
+
+async fn clock(AxState(sim): AxState<Simulator>) -> Response {
+    clock_json(&sim)
+}
+
+async fn advance_clock(AxState(sim): AxState<Simulator>, body: Bytes) -> Response {
+    let b: ClockBody = match parse(&body) {
+        Ok(b) => b,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    sim.shared.clock.advance_secs(b.advance_secs);
+    clock_json(&sim)
+}
+
+#[derive(Deserialize)]
+struct PushTicketBody {
+    component_appid: String,
+}
+
+async fn push_ticket(AxState(sim): AxState<Simulator>, body: Bytes) -> Response {
+    let b: PushTicketBody = match parse(&body) {
+        Ok(b) => b,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    match sim.push_ticket(&b.component_appid).await {
+        Err(e) => control_error(StatusCode::NOT_FOUND, e),
+        Ok((ticket, outcome)) => Json(json!({
+            // A component without push_url has no other way to learn its ticket.
+            "ok": outcome.as_ref().is_none_or(|o| o.ok),
+            "ticket": ticket,
+            "push": outcome_json(outcome.as_ref()),
+        }))
+        .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct AuthorizeBody {
+    component_appid: String,
+    pre_auth_code: String,
+    authorizer_appid: String,
+    #[serde(default)]
+    redirect_uri: Option<String>,
+}
+
+/// What the merchant's consent in the browser does: spends the pre-auth code, issues an
+/// authorization code, and pushes `authorized`.
+async fn authorize(AxState(sim): AxState<Simulator>, body: Bytes) -> Response {
+    let b: AuthorizeBody = match parse(&body) {
+        Ok(b) => b,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    let now = sim.shared.clock.now_ms();
+    let auth_code = format!("queryauthcode@@@{}", random_string(86));
+    let comp = {
+        let mut st = sim.lock();
+        let Some(comp) = st.component(&b.component_appid).cloned() else {
+            return control_error(StatusCode::NOT_FOUND, "unknown component_appid");
+        };
+        if b.authorizer_appid.is_empty() {
+            return control_error(StatusCode::BAD_REQUEST, "authorizer_appid must not be empty");
+        }
+        match st.pre_auth_codes.get_mut(&b.pre_auth_code) {
+            Some(p) if p.component_appid != b.component_appid => {
+                return control_error(StatusCode::BAD_REQUEST, "pre_auth_code belongs to another component");
+            }
+            Some(PreAuthCode { used: true, .. }) => {
+                return control_error(StatusCode::BAD_REQUEST, "pre_auth_code already used");
+            }
+            Some(p) if p.expires_at <= now => {
+                return control_error(StatusCode::BAD_REQUEST, "pre_auth_code expired");
+            }
+            Some(p) => p.used = true,
+            None => return control_error(StatusCode::BAD_REQUEST, "unknown pre_auth_code"),
+        }
+        let key = (b.component_appid.clone(), b.authorizer_appid.clone());
+        match st.authorizers.get(&key) {
+            // Re-consent while authorized keeps the refresh token.
+            Some(a) if !a.revoked => {}
+            _ => {
+                st.authorizers.insert(
+                    key,
+                    AuthorizerState {
+                        refresh_token: format!("refreshtoken@@@{}", random_string(64)),
+                        revoked: false,
+                        token_current: None,
+                        token_prev: None,
+                    },
+                );
+            }
+        }
+        st.auth_codes.insert(
+            auth_code.clone(),
+            AuthCode {
+                component_appid: b.component_appid.clone(),
+                authorizer_appid: b.authorizer_appid.clone(),
+                expires_at: now + 3_600_000,
+                used: false,
+            },
+        );
+        comp
+    };
+    let n = ComponentNotification::Authorized(AuthorizationNotice {
+        component_appid: comp.appid.clone(),
+        create_time: (now / 1000) as i64,
+        authorizer_appid: b.authorizer_appid.clone(),
+        authorization_code: Secret::new(auth_code.clone()),
+        authorization_code_expired_time: (now / 1000 + 3600) as i64,
+        pre_auth_code: Some(Secret::new(b.pre_auth_code.clone())),
+    });
+    let outcome = sim.push(&comp, &n).await;
+    let redirect = match b.redirect_uri.as_deref() {
+        None | Some("") => String::new(),
+        Some(uri) => {
+            let sep = if uri.contains('?') { '&' } else { '?' };
+            format!("{uri}{sep}auth_code={}&expires_in=3600", urlencode(&auth_code))
+        }
+    };
+    Json(json!({
+        "ok": true,
+        "auth_code": auth_code,
+        "expires_in": 3600,
+        "redirect_uri": redirect,
+        "push": outcome_json(outcome.as_ref()),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct UnauthorizeBody {
+    component_appid: String,
+    authorizer_appid: String,
+}
+
+/// The merchant revokes the authorization: its tokens stop at once, its refresh token answers
+/// 61023 from now on, and the component is told with an `unauthorized` push.
+async fn unauthorize(AxState(sim): AxState<Simulator>, body: Bytes) -> Response {
+    let b: UnauthorizeBody = match parse(&body) {
+        Ok(b) => b,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    let now = sim.shared.clock.now_ms();
+    let comp = {
+        let mut st = sim.lock();
+        let Some(comp) = st.component(&b.component_appid).cloned() else {
+            return control_error(StatusCode::NOT_FOUND, "unknown component_appid");
+        };
+        let key = (b.component_appid.clone(), b.authorizer_appid.clone());
+        let tokens = match st.authorizers.get_mut(&key) {
+            Some(a) if !a.revoked => {
+                a.revoked = true;
+                [a.token_current.take(), a.token_prev.take()]
+            }
+            Some(_) => return control_error(StatusCode::BAD_REQUEST, "authorizer already unauthorized"),
+            None => return control_error(StatusCode::NOT_FOUND, "unknown authorizer for this component"),
+        };
+        for t in tokens.into_iter().flatten() {
+            st.invalidate(&t, now);
+        }
+        comp
+    };
+    let n = ComponentNotification::Unauthorized {
+        component_appid: comp.appid.clone(),
+        create_time: (now / 1000) as i64,
+        authorizer_appid: b.authorizer_appid.clone(),
+    };
+    let outcome = sim.push(&comp, &n).await;
+    Json(json!({ "ok": true, "push": outcome_json(outcome.as_ref()) })).into_response()
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,500 @@
+//! Everything the simulator remembers, behind one mutex.
+//!
+//! The lock is never held across an `.await`: handlers take it, decide, release it, and only then
+//! sleep, hang or push. That keeps a faulted or slow request from stalling the others.
+
+use crate::clock::{Millis, shanghai_day};
+use crate::config::{SimApp, SimComponent, SimConfig};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// What kind of credential a token is; each family rotates by its own rules and never touches
+/// another's tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Classic,
+    Stable,
+    Authorizer,
+    Component,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRec {
+    pub appid: String,
+    pub family: Family,
+    pub expires_at: Millis,
+    /// When it stopped working before its expiry (superseded or force-refreshed away).
+    pub invalidated_at: Option<Millis>,
+}
+
+/// Per configured app: which classic and stable tokens are current.
+#[derive(Debug, Default)]
+pub struct AppState {
+    pub classic_current: Option<String>,
+    pub classic_prev: Option<String>,
+    pub stable_current: Option<String>,
+    pub force_day: u64,
+    pub force_count: u64,
+    pub last_forced: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PushRecord {
+    pub info_type: String,
+    pub at: u64,
+    pub ok: bool,
+    /// HTTP status of the receiver's answer; absent when the POST itself failed.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct ComponentState {
+    /// Every verify ticket pushed, with its push time: any of them is accepted while fresh.
+    pub verify_tickets: HashMap<String, Millis>,
+    pub token_current: Option<String>,
+    pub token_prev: Option<String>,
+    pub pushes_ok: u64,
+    pub pushes_failed: u64,
+    pub recent_pushes: Vec<PushRecord>,
+}
+
+#[derive(Debug)]
+pub struct AuthorizerState {
+    pub refresh_token: String,
+    pub revoked: bool,
+    pub token_current: Option<String>,
+    pub token_prev: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct PreAuthCode {
+    pub component_appid: String,
+    pub expires_at: Millis,
+    pub used: bool,
+}
+
+#[derive(Debug)]
+pub struct AuthCode {
+    pub component_appid: String,
+    pub authorizer_appid: String,
+    pub expires_at: Millis,
+    pub used: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    Errcode,
+    Status,
+    Delay,
+    Timeout,
+    Malformed,
+}
+
+/// `POST /__sim/faults` body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appid: Option<String>,
+    pub kind: FaultKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errcode: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+}
+
+impl FaultSpec {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.endpoint.is_empty() {
+            return Err("endpoint must be a path or \"*\"".into());
+        }
+        if let Some(p) = self.probability
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err("probability must be within 0..=1".into());
+        }
+        match self.kind {
+            FaultKind::Errcode if self.errcode.is_none() => Err("kind errcode needs \"errcode\"".into()),
+            FaultKind::Status => match self.status {
+                Some(s) if axum::http::StatusCode::from_u16(s).is_ok() && s >= 200 => Ok(()),
+                _ => Err("kind status needs \"status\" between 200 and 999".into()),
+            },
+            FaultKind::Delay if self.delay_ms.is_none() => Err("kind delay needs \"delay_ms\"".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Fault {
+    pub id: u64,
+    #[serde(flatten)]
+    pub spec: FaultSpec,
+    pub fired: u64,
+}
+
+/// What a fired fault does to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAction {
+    Errcode(i64),
+    Status(u16),
+    Delay(u64),
+    Timeout,
+    Malformed,
+}
+
+/// Why a token was refused, as an errcode.
+pub type TokenError = i64;
+
+#[derive(Debug)]
+pub struct State {
+    pub config: SimConfig,
+    pub apps: HashMap<String, AppState>,
+    pub tokens: HashMap<String, TokenRec>,
+    pub tickets: HashMap<(String, String), (String, Millis)>,
+    /// (appid, endpoint) -> (Shanghai day, calls that day).
+    pub quotas: HashMap<(String, String), (u64, u64)>,
+    pub calls: BTreeMap<(String, String), u64>,
+    pub faults: Vec<Fault>,
+    pub next_fault_id: u64,
+    pub components: HashMap<String, ComponentState>,
+    /// (component appid, authorizer appid) -> authorization.
+    pub authorizers: HashMap<(String, String), AuthorizerState>,
+    pub pre_auth_codes: HashMap<String, PreAuthCode>,
+    pub auth_codes: HashMap<String, AuthCode>,
+    /// Single-use user codes (js_code, OAuth code, phone code) already redeemed, per app.
+    pub used_codes: HashSet<(String, String)>,
+    issued_since_sweep: u64,
+}
+
+const SWEEP_EVERY: u64 = 4096;
+/// Records this long past their expiry are forgotten (then they answer 40001, not 42001).
+const FORGET_AFTER_MS: Millis = 2 * 86_400_000;
+
+impl State {
+    pub fn new(config: SimConfig) -> Self {
+        let apps = config.apps.iter().map(|a| (a.appid.clone(), AppState::default())).collect();
+        let components =
+            config.components.iter().map(|c| (c.appid.clone(), ComponentState::default())).collect();
+        Self {
+            config,
+            apps,
+            tokens: HashMap::new(),
+            tickets: HashMap::new(),
+            quotas: HashMap::new(),
+            calls: BTreeMap::new(),
+            faults: Vec::new(),
+            next_fault_id: 1,
+            components,
+            authorizers: HashMap::new(),
+            pre_auth_codes: HashMap::new(),
+            auth_codes: HashMap::new(),
+            used_codes: HashSet::new(),
+            issued_since_sweep: 0,
+        }
+    }
+
+    /// Forgets every credential, counter, fault and code; the config stays.
+    pub fn reset(&mut self) {
+        let config = std::mem::take(&mut self.config);
+        *self = Self::new(config);
+    }
+
+    pub fn app(&self, appid: &str) -> Option<&SimApp> {
+        self.config.apps.iter().find(|a| a.appid == appid)
+    }
+
+    pub fn component(&self, appid: &str) -> Option<&SimComponent> {
+        self.config.components.iter().find(|c| c.appid == appid)
+    }
+
+    // ---- tokens ------------------------------------------------------------------------------
+
+    /// Issues a new random token of `family` for `appid`, valid `ttl_secs` from `now`.
+    pub fn issue(&mut self, appid: &str, family: Family, now: Millis, ttl_secs: u64) -> String {
+        self.issued_since_sweep += 1;
+        if self.issued_since_sweep >= SWEEP_EVERY {
+            self.issued_since_sweep = 0;
+            self.tokens.retain(|_, t| t.expires_at.saturating_add(FORGET_AFTER_MS) > now);
+        }
+        let token = random_token();
+        self.tokens.insert(
+            token.clone(),
+            TokenRec {
+                appid: appid.to_owned(),
+                family,
+                expires_at: now.saturating_add(ttl_secs.saturating_mul(1000)),
+                invalidated_at: None,
+            },
+        );
+        token
+    }
+
+    /// Makes `token` stop working at `at` (or keeps an earlier invalidation).
+    pub fn invalidate(&mut self, token: &str, at: Millis) {
+        if let Some(t) = self.tokens.get_mut(token) {
+            t.invalidated_at = Some(t.invalidated_at.map_or(at, |i| i.min(at)));
+        }
+    }
+
+    /// The rotation of classic, component and authorizer tokens: the new token becomes current,
+    /// the previous one keeps working `overlap_secs` (or until its own expiry if that is sooner),
+    /// and the one before it stops now.
+    pub fn rotate(
+        &mut self,
+        current: Option<String>,
+        prev: Option<String>,
+        now: Millis,
+        overlap_secs: u64,
+    ) -> Option<String> {
+        if let Some(p) = prev {
+            self.invalidate(&p, now);
+        }
+        let cur = current?;
+        if let Some(t) = self.tokens.get(&cur)
+            && now.saturating_add(overlap_secs.saturating_mul(1000)) < t.expires_at
+        {
+            self.invalidate(&cur, now + overlap_secs * 1000);
+        }
+        Some(cur)
+    }
+
+    /// 41001 when absent, 40001 when unknown or superseded, 42001 when expired.
+    pub fn check_token(&self, token: Option<&str>, now: Millis) -> Result<&TokenRec, TokenError> {
+        let token = match token {
+            Some(t) if !t.is_empty() => t,
+            _ => return Err(41001),
+        };
+        let rec = self.tokens.get(token).ok_or(40001)?;
+        // Whichever ended it first decides the answer: a token superseded before its expiry is
+        // "not latest" (40001), one that simply ran out is "expired" (42001).
+        if let Some(i) = rec.invalidated_at
+            && i <= now
+            && i < rec.expires_at
+        {
+            return Err(40001);
+        }
+        if now >= rec.expires_at {
+            return Err(42001);
+        }
+        Ok(rec)
+    }
+
+    pub fn is_valid(&self, token: &str, now: Millis) -> bool {
+        self.check_token(Some(token), now).is_ok()
+    }
+
+    // ---- quotas and counters -----------------------------------------------------------------
+
+    /// Takes one call from today's quota of (appid, endpoint); false once `limit` is spent.
+    pub fn take_quota(&mut self, appid: &str, endpoint: &str, limit: u64, now: Millis) -> bool {
+        let day = shanghai_day(now);
+        let entry = self.quotas.entry((appid.to_owned(), endpoint.to_owned())).or_insert((day, 0));
+        if entry.0 != day {
+            *entry = (day, 0);
+        }
+        if entry.1 >= limit {
+            return false;
+        }
+        entry.1 += 1;
+        true
+    }
+
+    /// The daily quota of an app, an authorizer (its component's) or a component.
+    pub fn quota_limit(&self, appid: &str) -> u64 {
+        if let Some(a) = self.app(appid) {
+            return a.daily_quota;
+        }
+        if let Some(c) = self.component(appid) {
+            return c.daily_quota;
+        }
+        self.authorizers
+            .keys()
+            .find(|(_, a)| a == appid)
+            .and_then(|(c, _)| self.component(c))
+            .map_or(2000, |c| c.daily_quota)
+    }
+
+    pub fn count_call(&mut self, appid: &str, endpoint: &str) {
+        *self.calls.entry((appid.to_owned(), endpoint.to_owned())).or_insert(0) += 1;
+    }
+
+    pub fn calls(&self, appid: &str, endpoint: &str) -> u64 {
+        self.calls.get(&(appid.to_owned(), endpoint.to_owned())).copied().unwrap_or(0)
+    }
+
+    pub fn total_calls(&self, endpoint: &str) -> u64 {
+        self.calls.iter().filter(|((_, e), _)| e == endpoint).map(|(_, n)| n).sum()
+    }
+
+    // ---- faults ------------------------------------------------------------------------------
+
+    pub fn add_fault(&mut self, spec: FaultSpec) -> u64 {
+        let id = self.next_fault_id;
+        self.next_fault_id += 1;
+        self.faults.push(Fault { id, spec, fired: 0 });
+        id
+    }
+
+    /// The first matching fault that fires for this call, if any. Spent faults are dropped.
+    pub fn pick_fault(&mut self, endpoint: &str, appid: &str) -> Option<FaultAction> {
+        let mut rng = rand::thread_rng();
+        let mut fired = None;
+        for (i, f) in self.faults.iter_mut().enumerate() {
+            let s = &f.spec;
+            if (s.endpoint != "*" && s.endpoint != endpoint)
+                || s.appid.as_deref().is_some_and(|a| a != appid)
+                || s.count == Some(0)
+            {
+                continue;
+            }
+            let p = s.probability.unwrap_or(1.0);
+            if !(p >= 1.0 || (p > 0.0 && rng.r#gen::<f64>() < p)) {
+                continue;
+            }
+            f.fired += 1;
+            if let Some(c) = f.spec.count.as_mut() {
+                *c -= 1;
+            }
+            let s = &f.spec;
+            let action = match s.kind {
+                FaultKind::Errcode => FaultAction::Errcode(s.errcode.unwrap_or(-1)),
+                FaultKind::Status => FaultAction::Status(s.status.unwrap_or(500)),
+                FaultKind::Delay => FaultAction::Delay(s.delay_ms.unwrap_or(0)),
+                FaultKind::Timeout => FaultAction::Timeout,
+                FaultKind::Malformed => FaultAction::Malformed,
+            };
+            fired = Some((i, action));
+            break;
+        }
+        let (i, action) = fired?;
+        if self.faults[i].spec.count == Some(0) {
+            self.faults.remove(i);
+        }
+        Some(action)
+    }
+}
+
+const TOKEN_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+
+/// `len` random characters of `[A-Za-z0-9_-]`.
+pub fn random_string(len: usize) -> String {
+    let mut rng = rand::thread_rng();
+    (0..len).map(|_| TOKEN_ALPHABET[rng.gen_range(0..TOKEN_ALPHABET.len())] as char).collect()
+}
+
+/// Shaped like WeChat's (`<n>_<random>`), 112 characters, 648 random bits: distinctive enough
+/// that a test grepping logs for it can only find a real leak.
+pub fn random_token() -> String {
+    format!("{}_{}", rand::thread_rng().gen_range(80..100), random_string(109))
+}
+
+/// A stable pseudo-identifier (openid, unionid, phone digits) derived from `seed`.
+pub fn derived_id(seed: &str, len: usize, alphabet: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    (0..len)
+        .map(|_| {
+            h ^= h << 13;
+            h ^= h >> 7;
+            h ^= h << 17;
+            alphabet[(h % alphabet.len() as u64) as usize] as char
+        })
+        .collect()
+}
+
+pub fn derived_openid(seed: &str) -> String {
+    format!("o{}", derived_id(seed, 27, TOKEN_ALPHABET))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        State::new(SimConfig::new().app(SimApp::new("wxa", "s")))
+    }
+
+    #[test]
+    fn tokens_are_long_random_and_distinct() {
+        let a = random_token();
+        let b = random_token();
+        assert_ne!(a, b);
+        assert!(a.len() >= 64);
+        assert!(a.bytes().all(|c| TOKEN_ALPHABET.contains(&c)));
+    }
+
+    #[test]
+    fn rotation_keeps_one_previous_token_for_the_overlap() {
+        let mut s = state();
+        let t1 = s.issue("wxa", Family::Classic, 0, 100);
+        let cur = s.rotate(Some(t1.clone()), None, 10_000, 5);
+        let t2 = s.issue("wxa", Family::Classic, 10_000, 100);
+        assert_eq!(cur.as_deref(), Some(t1.as_str()));
+        assert!(s.is_valid(&t1, 14_999));
+        assert_eq!(s.check_token(Some(&t1), 15_000).unwrap_err(), 40001);
+        // A third issue ends t1 at once even inside its overlap.
+        let prev = s.rotate(Some(t2.clone()), Some(t1.clone()), 12_000, 5);
+        assert_eq!(s.check_token(Some(&t1), 12_000).unwrap_err(), 40001);
+        assert_eq!(prev.as_deref(), Some(t2.as_str()));
+        assert!(s.is_valid(&t2, 16_999));
+    }
+
+    #[test]
+    fn expiry_wins_when_it_comes_first() {
+        let mut s = state();
+        let t = s.issue("wxa", Family::Classic, 0, 10);
+        s.rotate(Some(t.clone()), None, 8_000, 300);
+        assert!(s.is_valid(&t, 9_999));
+        assert_eq!(s.check_token(Some(&t), 10_000).unwrap_err(), 42001);
+        assert_eq!(s.check_token(None, 0).unwrap_err(), 41001);
+        assert_eq!(s.check_token(Some(""), 0).unwrap_err(), 41001);
+        assert_eq!(s.check_token(Some("nope"), 0).unwrap_err(), 40001);
+    }
+
+    #[test]
+    fn quota_resets_with_the_shanghai_day() {
+        let mut s = state();
+        let midnight_utc8 = 1_704_124_800_000; // 2024-01-02T00:00+08:00
+        assert!(s.take_quota("wxa", "/x", 2, midnight_utc8 - 5_000));
+        assert!(s.take_quota("wxa", "/x", 2, midnight_utc8 - 4_000));
+        assert!(!s.take_quota("wxa", "/x", 2, midnight_utc8 - 1));
+        assert!(s.take_quota("wxa", "/y", 2, midnight_utc8 - 1), "endpoints count apart");
+        assert!(s.take_quota("wxa", "/x", 2, midnight_utc8));
+    }
+
+    #[test]
+    fn faults_fire_by_count_and_match_appid() {
+        let mut s = state();
+        let spec = |appid: Option<&str>, count| FaultSpec {
+            endpoint: "/cgi-bin/token".into(),
+            appid: appid.map(Into::into),
+            kind: FaultKind::Errcode,
+            errcode: Some(-1),
+            status: None,
+            delay_ms: None,
+            count,
+            probability: None,
+        };
+        s.add_fault(spec(Some("wxa"), Some(2)));
+        assert_eq!(s.pick_fault("/cgi-bin/token", "wxb"), None);
+        assert_eq!(s.pick_fault("/cgi-bin/other", "wxa"), None);
+        assert_eq!(s.pick_fault("/cgi-bin/token", "wxa"), Some(FaultAction::Errcode(-1)));
+        assert_eq!(s.pick_fault("/cgi-bin/token", "wxa"), Some(FaultAction::Errcode(-1)));
+        assert_eq!(s.pick_fault("/cgi-bin/token", "wxa"), None);
+        assert!(s.faults.is_empty());
+    }
+}

@@ -1,0 +1,557 @@
+//! The WeChat endpoints: the rules of api.weixin.qq.com applied to [`State`].
+//!
+//! Each function decides the whole answer under the state lock and returns a [`Reply`]; nothing
+//! here does I/O, so the rules can be read (and unit-tested) apart from HTTP.
+
+use crate::clock::Millis;
+use crate::state::{Family, State, derived_id, derived_openid, random_string};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use wechat_proto::api::{
+    PATH_AUTHORIZER_TOKEN, PATH_COMPONENT_TOKEN, PATH_GET_API_DOMAIN_IP, PATH_GETTICKET,
+    PATH_GETUSERPHONENUMBER, PATH_GETWXACODEUNLIMIT, PATH_JSCODE2SESSION, PATH_OAUTH2_ACCESS_TOKEN,
+    PATH_PREAUTHCODE, PATH_QUERY_AUTH, PATH_STABLE_TOKEN, PATH_SUBSCRIBE_SEND, PATH_TOKEN, PATH_USER_INFO,
+};
+
+/// A WeChat-path request, already read.
+#[derive(Debug)]
+pub struct Req<'a> {
+    pub path: &'a str,
+    pub query: &'a HashMap<String, String>,
+    pub body: &'a [u8],
+    pub now: Millis,
+}
+
+impl Req<'_> {
+    fn q(&self, key: &str) -> Option<&str> {
+        self.query.get(key).map(String::as_str)
+    }
+
+    /// The body as a JSON object: 44002 when empty, 47001 when not an object.
+    fn json(&self) -> Result<serde_json::Map<String, Value>, i64> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Err(44002);
+        }
+        match serde_json::from_slice::<Value>(self.body) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(47001),
+        }
+    }
+}
+
+/// What a WeChat endpoint answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// HTTP 200 JSON.
+    Ok(Value),
+    /// HTTP 200 `{"errcode","errmsg":"… rid: …"}`.
+    Err(i64),
+    /// HTTP 200 `image/png`.
+    Png(Vec<u8>),
+    /// HTTP 404 for a path WeChat does not have.
+    NotFound,
+}
+
+type R<T> = Result<T, i64>;
+
+/// Permission sets granted by every simulated authorization (message management, user management,
+/// account service, web service, …): a typical official-account grant.
+const FUNC_SCOPES: [i64; 8] = [1, 15, 4, 7, 2, 3, 11, 6];
+
+fn str_field<'m>(m: &'m serde_json::Map<String, Value>, key: &str) -> Option<&'m str> {
+    m.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+fn secs_left(expires_at: Millis, now: Millis) -> u64 {
+    expires_at.saturating_sub(now) / 1000
+}
+
+impl State {
+    /// Which app a call is about, for counters and fault matching: the `appid` parameter, else
+    /// the token's owner, else the body's `component_appid`; "" when none says.
+    pub fn resolve_appid(&self, query: &HashMap<String, String>, body: &[u8]) -> String {
+        if let Some(a) = query.get("appid").filter(|a| !a.is_empty()) {
+            return a.clone();
+        }
+        let json: Option<Value> =
+            if body.first().is_some_and(|b| *b == b'{') { serde_json::from_slice(body).ok() } else { None };
+        if let Some(a) = json.as_ref().and_then(|j| j.get("appid")).and_then(Value::as_str) {
+            return a.to_owned();
+        }
+        for key in ["access_token", "component_access_token"] {
+            if let Some(rec) = query.get(key).and_then(|t| self.tokens.get(t)) {
+                return rec.appid.clone();
+            }
+        }
+        json.as_ref()
+            .and_then(|j| j.get("component_appid"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_default()
+    }
+
+    pub fn handle(&mut self, req: &Req<'_>) -> Reply {
+        let result = match req.path {
+            PATH_TOKEN => self.classic_token(req),
+            PATH_STABLE_TOKEN => self.stable_token(req),
+            PATH_GETTICKET => self.getticket(req),
+            PATH_COMPONENT_TOKEN => self.component_token(req),
+            PATH_PREAUTHCODE => self.preauthcode(req),
+            PATH_QUERY_AUTH => self.query_auth(req),
+            PATH_AUTHORIZER_TOKEN => self.authorizer_token(req),
+            PATH_GET_API_DOMAIN_IP => self.api_domain_ip(req),
+            PATH_USER_INFO => self.user_info(req),
+            PATH_GETWXACODEUNLIMIT => return self.wxacode(req).unwrap_or_else(Reply::Err),
+            PATH_JSCODE2SESSION => self.jscode2session(req),
+            PATH_GETUSERPHONENUMBER => self.phone_number(req),
+            PATH_SUBSCRIBE_SEND => self.subscribe_send(req),
+            PATH_OAUTH2_ACCESS_TOKEN => self.oauth2_access_token(req),
+            _ => return Reply::NotFound,
+        };
+        result.map_or_else(Reply::Err, Reply::Ok)
+    }
+
+    /// appid and secret of a configured app: 41002 / 40013 / 41004 / 40125.
+    fn app_credentials(&self, appid: Option<&str>, secret: Option<&str>) -> R<()> {
+        let appid = appid.filter(|a| !a.is_empty()).ok_or(41002)?;
+        let app = self.app(appid).ok_or(40013)?;
+        let secret = secret.filter(|s| !s.is_empty()).ok_or(41004)?;
+        if !wechat_proto::signature::ct_eq(app.secret.as_bytes(), secret.as_bytes()) {
+            return Err(40125);
+        }
+        Ok(())
+    }
+
+    fn quota(&mut self, appid: &str, endpoint: &str, now: Millis) -> R<()> {
+        let limit = self.quota_limit(appid);
+        if self.take_quota(appid, endpoint, limit, now) { Ok(()) } else { Err(45009) }
+    }
+
+    /// A token an official-account API accepts: classic, stable or authorizer (not component).
+    fn api_token(&self, req: &Req<'_>) -> R<String> {
+        let rec = self.check_token(req.q("access_token"), req.now)?;
+        if rec.family == Family::Component {
+            return Err(40001);
+        }
+        Ok(rec.appid.clone())
+    }
+
+    /// The component token in the query, which must belong to `component_appid`.
+    fn component_access(&self, req: &Req<'_>, component_appid: &str) -> R<()> {
+        let rec = self.check_token(req.q("component_access_token"), req.now)?;
+        if rec.family != Family::Component || rec.appid != component_appid {
+            return Err(40001);
+        }
+        Ok(())
+    }
+
+    // ---- access tokens -----------------------------------------------------------------------
+
+    fn classic_token(&mut self, req: &Req<'_>) -> R<Value> {
+        if req.q("grant_type") != Some("client_credential") {
+            return Err(40002);
+        }
+        self.app_credentials(req.q("appid"), req.q("secret"))?;
+        let appid = req.q("appid").unwrap_or_default().to_owned();
+        self.quota(&appid, PATH_TOKEN, req.now)?;
+        let (ttl, overlap) = self.app(&appid).map(|a| (a.token_ttl_secs, a.overlap_secs)).ok_or(40013)?;
+        let st = self.apps.entry(appid.clone()).or_default();
+        let (cur, prev) = (st.classic_current.take(), st.classic_prev.take());
+        let prev = self.rotate(cur, prev, req.now, overlap);
+        let token = self.issue(&appid, Family::Classic, req.now, ttl);
+        let st = self.apps.entry(appid).or_default();
+        st.classic_prev = prev;
+        st.classic_current = Some(token.clone());
+        Ok(json!({ "access_token": token, "expires_in": ttl }))
+    }
+
+    fn stable_token(&mut self, req: &Req<'_>) -> R<Value> {
+        let body = req.json()?;
+        if str_field(&body, "grant_type") != Some("client_credential") {
+            return Err(40002);
+        }
+        let force = match body.get("force_refresh") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(47001),
+        };
+        let appid = str_field(&body, "appid");
+        self.app_credentials(appid, str_field(&body, "secret"))?;
+        let appid = appid.unwrap_or_default().to_owned();
+        let app = self.app(&appid).ok_or(40013)?.clone();
+        self.quota(&appid, PATH_STABLE_TOKEN, req.now)?;
+        let now = req.now;
+        let st = self.apps.entry(appid.clone()).or_default();
+        let current = st.stable_current.clone();
+        let day = crate::clock::shanghai_day(now);
+        if st.force_day != day {
+            st.force_day = day;
+            st.force_count = 0;
+        }
+        let force_allowed = force
+            && st.force_count < app.force_refresh_daily_limit
+            && st.last_forced.is_none_or(|t| now.saturating_sub(t) >= app.force_refresh_interval_secs * 1000);
+        let live = current.as_ref().filter(|t| self.is_valid(t, now)).cloned();
+        let reuse = match &live {
+            // Force refresh refused: nothing is refreshed, the current token comes back as is.
+            Some(t) if force && !force_allowed => Some(t.clone()),
+            Some(t) if !force => {
+                let left = self.tokens.get(t).map_or(0, |r| r.expires_at.saturating_sub(now));
+                (left > app.stable_rotate_secs * 1000).then(|| t.clone())
+            }
+            _ => None,
+        };
+        let token = match reuse {
+            Some(t) => t,
+            None => {
+                if force_allowed {
+                    // Revocation is the point of force_refresh (a leaked token), so every live
+                    // stable token of the app stops, including one rotated out in normal mode.
+                    let live_stable: Vec<String> = self
+                        .tokens
+                        .iter()
+                        .filter(|(_, r)| r.family == Family::Stable && r.appid == appid && r.expires_at > now)
+                        .map(|(t, _)| t.clone())
+                        .collect();
+                    for t in live_stable {
+                        self.invalidate(&t, now);
+                    }
+                    let st = self.apps.entry(appid.clone()).or_default();
+                    st.force_count += 1;
+                    st.last_forced = Some(now);
+                }
+                // A normal-mode rotation leaves the old token valid until its own expiry.
+                let t = self.issue(&appid, Family::Stable, now, app.token_ttl_secs);
+                self.apps.entry(appid.clone()).or_default().stable_current = Some(t.clone());
+                t
+            }
+        };
+        let expires_in = self.tokens.get(&token).map_or(0, |r| secs_left(r.expires_at, now));
+        Ok(json!({ "access_token": token, "expires_in": expires_in }))
+    }
+
+    // ---- tickets -----------------------------------------------------------------------------
+
+    fn getticket(&mut self, req: &Req<'_>) -> R<Value> {
+        let appid = self.api_token(req)?;
+        let kind = match req.q("type") {
+            Some(k @ ("jsapi" | "wx_card")) => k.to_owned(),
+            _ => return Err(40097),
+        };
+        self.quota(&appid, PATH_GETTICKET, req.now)?;
+        let ttl = self.ticket_ttl(&appid);
+        let key = (appid, kind);
+        let ticket = match self.tickets.get(&key) {
+            Some((t, exp)) if *exp > req.now => (t.clone(), *exp),
+            _ => {
+                let t = (random_string(86), req.now + ttl * 1000);
+                self.tickets.insert(key, t.clone());
+                t
+            }
+        };
+        Ok(json!({
+            "errcode": 0, "errmsg": "ok", "ticket": ticket.0, "expires_in": secs_left(ticket.1, req.now)
+        }))
+    }
+
+    fn ticket_ttl(&self, appid: &str) -> u64 {
+        if let Some(a) = self.app(appid) {
+            return a.ticket_ttl_or_default();
+        }
+        self.authorizers
+            .keys()
+            .find(|(_, a)| a == appid)
+            .and_then(|(c, _)| self.component(c))
+            .map_or(7200, |c| c.authorizer_token_ttl_secs)
+    }
+
+    // ---- components --------------------------------------------------------------------------
+
+    fn component_token(&mut self, req: &Req<'_>) -> R<Value> {
+        let body = req.json()?;
+        let appid = str_field(&body, "component_appid").ok_or(41002)?.to_owned();
+        let comp = self.component(&appid).ok_or(40013)?.clone();
+        let secret = str_field(&body, "component_appsecret").ok_or(41004)?;
+        if !wechat_proto::signature::ct_eq(comp.secret.as_bytes(), secret.as_bytes()) {
+            return Err(40125);
+        }
+        let ticket = str_field(&body, "component_verify_ticket").ok_or(61006)?;
+        let pushed_at =
+            self.components.get(&appid).and_then(|c| c.verify_tickets.get(ticket)).copied().ok_or(61006)?;
+        if req.now.saturating_sub(pushed_at) >= comp.verify_ticket_ttl_secs * 1000 {
+            return Err(61005);
+        }
+        self.quota(&appid, PATH_COMPONENT_TOKEN, req.now)?;
+        let cs = self.components.entry(appid.clone()).or_default();
+        let (cur, prev) = (cs.token_current.take(), cs.token_prev.take());
+        let prev = self.rotate(cur, prev, req.now, comp.overlap_secs);
+        let token = self.issue(&appid, Family::Component, req.now, comp.token_ttl_secs);
+        let cs = self.components.entry(appid).or_default();
+        cs.token_prev = prev;
+        cs.token_current = Some(token.clone());
+        Ok(json!({ "component_access_token": token, "expires_in": comp.token_ttl_secs }))
+    }
+
+    fn preauthcode(&mut self, req: &Req<'_>) -> R<Value> {
+        let body = req.json()?;
+        let appid = str_field(&body, "component_appid").ok_or(41002)?.to_owned();
+        self.component(&appid).ok_or(40013)?;
+        self.component_access(req, &appid)?;
+        self.quota(&appid, PATH_PREAUTHCODE, req.now)?;
+        let code = format!("preauthcode@@@{}", random_string(64));
+        self.pre_auth_codes.insert(
+            code.clone(),
+            crate::state::PreAuthCode { component_appid: appid, expires_at: req.now + 600_000, used: false },
+        );
+        Ok(json!({ "pre_auth_code": code, "expires_in": 600 }))
+    }
+
+    fn query_auth(&mut self, req: &Req<'_>) -> R<Value> {
+        let body = req.json()?;
+        let appid = str_field(&body, "component_appid").ok_or(41002)?.to_owned();
+        let comp = self.component(&appid).ok_or(40013)?.clone();
+        self.component_access(req, &appid)?;
+        let code = str_field(&body, "authorization_code").ok_or(47001)?;
+        let auth = self.auth_codes.get_mut(code).filter(|c| c.component_appid == appid).ok_or(61009)?;
+        if auth.used || auth.expires_at <= req.now {
+            return Err(61010);
+        }
+        let authorizer_appid = auth.authorizer_appid.clone();
+        let key = (appid.clone(), authorizer_appid.clone());
+        match self.authorizers.get(&key) {
+            Some(a) if !a.revoked => {}
+            // Unauthorized after the code was issued: the code died with the authorization.
+            _ => return Err(61010),
+        }
+        self.quota(&appid, PATH_QUERY_AUTH, req.now)?;
+        if let Some(a) = self.auth_codes.get_mut(code) {
+            a.used = true;
+        }
+        let token = self.rotate_authorizer(&key, &comp, req.now);
+        let refresh = self.authorizers.get(&key).map(|a| a.refresh_token.clone()).unwrap_or_default();
+        let func_info: Vec<Value> =
+            FUNC_SCOPES.iter().map(|id| json!({ "funcscope_category": { "id": id } })).collect();
+        Ok(json!({
+            "authorization_info": {
+                "authorizer_appid": authorizer_appid,
+                "authorizer_access_token": token,
+                "expires_in": comp.authorizer_token_ttl_secs,
+                "authorizer_refresh_token": refresh,
+                "func_info": func_info,
+            }
+        }))
+    }
+
+    fn authorizer_token(&mut self, req: &Req<'_>) -> R<Value> {
+        let body = req.json()?;
+        let appid = str_field(&body, "component_appid").ok_or(41002)?.to_owned();
+        let comp = self.component(&appid).ok_or(40013)?.clone();
+        self.component_access(req, &appid)?;
+        let authorizer_appid = str_field(&body, "authorizer_appid").ok_or(41002)?.to_owned();
+        let refresh = str_field(&body, "authorizer_refresh_token").ok_or(61023)?;
+        let key = (appid.clone(), authorizer_appid);
+        match self.authorizers.get(&key) {
+            Some(a)
+                if !a.revoked
+                    && wechat_proto::signature::ct_eq(a.refresh_token.as_bytes(), refresh.as_bytes()) => {}
+            _ => return Err(61023),
+        }
+        self.quota(&appid, PATH_AUTHORIZER_TOKEN, req.now)?;
+        let token = self.rotate_authorizer(&key, &comp, req.now);
+        Ok(json!({
+            "authorizer_access_token": token,
+            "expires_in": comp.authorizer_token_ttl_secs,
+            "authorizer_refresh_token": refresh,
+        }))
+    }
+
+    fn rotate_authorizer(
+        &mut self,
+        key: &(String, String),
+        comp: &crate::SimComponent,
+        now: Millis,
+    ) -> String {
+        let (cur, prev) = match self.authorizers.get_mut(key) {
+            Some(a) => (a.token_current.take(), a.token_prev.take()),
+            None => (None, None),
+        };
+        let prev = self.rotate(cur, prev, now, comp.overlap_secs);
+        let token = self.issue(&key.1, Family::Authorizer, now, comp.authorizer_token_ttl_secs);
+        if let Some(a) = self.authorizers.get_mut(key) {
+            a.token_prev = prev;
+            a.token_current = Some(token.clone());
+        }
+        token
+    }
+
+    // ---- business APIs -----------------------------------------------------------------------
+
+    fn api_domain_ip(&mut self, req: &Req<'_>) -> R<Value> {
+        self.api_token(req)?;
+        Ok(
+            json!({ "ip_list": ["101.89.47.18", "101.91.34.103", "101.91.37.19", "101.226.212.27", "109.244.145.218", "183.3.234.107"] }),
+        )
+    }
+
+    fn user_info(&mut self, req: &Req<'_>) -> R<Value> {
+        let appid = self.api_token(req)?;
+        let openid = req.q("openid").filter(|o| !o.is_empty()).ok_or(41009)?;
+        let since =
+            1_600_000_000 + derived_id(openid, 8, b"0123456789").parse::<u64>().unwrap_or(0) % 100_000_000;
+        Ok(json!({
+            "subscribe": 1,
+            "openid": openid,
+            "language": req.q("lang").unwrap_or("zh_CN"),
+            "subscribe_time": since,
+            "unionid": format!("o6_b{}", derived_id(&format!("union:{openid}:{appid}"), 24, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")),
+            "remark": "",
+            "groupid": 0,
+            "tagid_list": [],
+            "subscribe_scene": "ADD_SCENE_QR_CODE",
+            "qr_scene": 98765,
+            "qr_scene_str": "",
+        }))
+    }
+
+    fn wxacode(&mut self, req: &Req<'_>) -> R<Reply> {
+        let appid = self.api_token(req)?;
+        let body = req.json()?;
+        let scene = match body.get("scene") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            None => return Err(40097),
+            _ => return Err(40169),
+        };
+        if scene.chars().count() > 32 {
+            return Err(40169);
+        }
+        let width = match body.get("width") {
+            None | Some(Value::Null) => 430,
+            Some(w) => w.as_u64().ok_or(47001)?.clamp(280, 1280) as u32,
+        };
+        let page = body.get("page").and_then(Value::as_str).unwrap_or("");
+        Ok(Reply::Png(crate::png::wxacode(&format!("{appid}\n{page}\n{scene}"), width)))
+    }
+
+    fn jscode2session(&mut self, req: &Req<'_>) -> R<Value> {
+        self.app_credentials(req.q("appid"), req.q("secret"))?;
+        let appid = req.q("appid").unwrap_or_default().to_owned();
+        let code = req.q("js_code").filter(|c| !c.is_empty()).ok_or(41008)?;
+        if req.q("grant_type") != Some("authorization_code") {
+            return Err(40002);
+        }
+        if !self.used_codes.insert((appid.clone(), format!("js:{code}"))) {
+            return Err(40163);
+        }
+        Ok(json!({
+            "session_key": base64_like(24),
+            "openid": derived_openid(&format!("{appid}:{code}")),
+        }))
+    }
+
+    fn phone_number(&mut self, req: &Req<'_>) -> R<Value> {
+        let appid = self.api_token(req)?;
+        let body = req.json()?;
+        let code = str_field(&body, "code").ok_or(47001)?;
+        if !self.used_codes.insert((appid.clone(), format!("phone:{code}"))) {
+            return Err(40029);
+        }
+        let digits = format!("13{}", derived_id(code, 9, b"0123456789"));
+        Ok(json!({
+            "errcode": 0,
+            "errmsg": "ok",
+            "phone_info": {
+                "phoneNumber": digits,
+                "purePhoneNumber": digits,
+                "countryCode": "86",
+                "watermark": { "timestamp": req.now / 1000, "appid": appid },
+            }
+        }))
+    }
+
+    fn subscribe_send(&mut self, req: &Req<'_>) -> R<Value> {
+        self.api_token(req)?;
+        let body = req.json()?;
+        str_field(&body, "touser").ok_or(40003)?;
+        str_field(&body, "template_id").ok_or(40037)?;
+        Ok(json!({ "errcode": 0, "errmsg": "ok", "msgid": rand::random::<u32>() }))
+    }
+
+    fn oauth2_access_token(&mut self, req: &Req<'_>) -> R<Value> {
+        self.app_credentials(req.q("appid"), req.q("secret"))?;
+        let appid = req.q("appid").unwrap_or_default().to_owned();
+        let code = req.q("code").filter(|c| !c.is_empty()).ok_or(41008)?;
+        if req.q("grant_type") != Some("authorization_code") {
+            return Err(40002);
+        }
+        if !self.used_codes.insert((appid.clone(), format!("oauth:{code}"))) {
+            return Err(40163);
+        }
+        let openid = derived_openid(&format!("{appid}:{code}"));
+        Ok(json!({
+            "access_token": crate::state::random_token(),
+            "expires_in": 7200,
+            "refresh_token": crate::state::random_token(),
+            "openid": openid,
+            "scope": "snsapi_userinfo",
+            "is_snapshotuser": 0,
+        }))
+    }
+}
+
+fn base64_like(len: usize) -> String {
+    let s = random_string(len);
+    s.replace('-', "+").replace('_', "/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SimApp, SimConfig};
+
+    fn req<'a>(path: &'a str, query: &'a HashMap<String, String>, body: &'a [u8], now: Millis) -> Req<'a> {
+        Req { path, query, body, now }
+    }
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn stable_normal_mode_reuses_then_rotates_in_the_last_window() {
+        let mut s = State::new(SimConfig::new().app(SimApp::new("wxa", "s").ttl(100).stable_rotate(10)));
+        let body = br#"{"grant_type":"client_credential","appid":"wxa","secret":"s"}"#;
+        let none = q(&[]);
+        let get = |s: &mut State, now| match s.handle(&req(PATH_STABLE_TOKEN, &none, body, now)) {
+            Reply::Ok(v) => {
+                (v["access_token"].as_str().unwrap().to_owned(), v["expires_in"].as_u64().unwrap())
+            }
+            other => panic!("{other:?}"),
+        };
+        let (t1, e1) = get(&mut s, 0);
+        assert_eq!(e1, 100);
+        let (t, e) = get(&mut s, 50_000);
+        assert_eq!((t.as_str(), e), (t1.as_str(), 50));
+        let (t2, e2) = get(&mut s, 91_000);
+        assert_ne!(t2, t1);
+        assert_eq!(e2, 100);
+        assert!(s.is_valid(&t1, 99_999), "the rotated-out token lives to its own expiry");
+    }
+
+    #[test]
+    fn unknown_paths_are_not_found() {
+        let mut s = State::new(SimConfig::new());
+        let none = q(&[]);
+        assert_eq!(s.handle(&req("/cgi-bin/nope", &none, b"", 0)), Reply::NotFound);
+    }
+
+    #[test]
+    fn appid_resolution_prefers_the_parameter_then_the_token() {
+        let mut s = State::new(SimConfig::new().app(SimApp::new("wxa", "s")));
+        let t = s.issue("wxa", Family::Classic, 0, 100);
+        assert_eq!(s.resolve_appid(&q(&[("appid", "wxz")]), b""), "wxz");
+        assert_eq!(s.resolve_appid(&q(&[("access_token", &t)]), b""), "wxa");
+        assert_eq!(s.resolve_appid(&q(&[]), br#"{"appid":"wxb"}"#), "wxb");
+        assert_eq!(s.resolve_appid(&q(&[]), br#"{"component_appid":"wxc"}"#), "wxc");
+        assert_eq!(s.resolve_appid(&q(&[]), b"garbage"), "");
+    }
+}
