@@ -54,15 +54,9 @@ pub async fn start(listener: tokio::net::TcpListener, config: SimConfig) -> Resu
     let sim = Simulator::new(config)?;
     let addr = listener.local_addr()?;
     let app = router(sim.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let mut epoch = sim.shared.epoch.subscribe();
+    let stopper = sim.clone();
     let server = tokio::spawn(async move {
-        let stop = async move {
-            while *epoch.borrow_and_update() != server::SHUTDOWN {
-                if epoch.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
+        let stop = async move { stopper.stopped().await };
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "wechat-sim server stopped");
         }
@@ -149,7 +143,7 @@ impl SimHandle {
     }
 
     fn signal_stop(&self) {
-        self.sim.shared.epoch.send_replace(server::SHUTDOWN);
+        self.sim.stop();
     }
 }
 

@@ -23,7 +23,7 @@ use wechat_proto::Secret;
 use wechat_proto::api::{AuthorizationNotice, ComponentNotification};
 
 /// Value of the epoch channel that means "shutting down"; any other change means "reset".
-pub(crate) const SHUTDOWN: u64 = u64::MAX;
+const SHUTDOWN: u64 = u64::MAX;
 const MAX_BODY: usize = 2 * 1024 * 1024;
 /// Verify tickets older than this are forgotten (they answer 61006 instead of 61005 then).
 const FORGET_TICKETS_MS: u64 = 7 * 86_400_000;
@@ -86,7 +86,30 @@ impl Simulator {
     /// never runs backwards for the code under test); push loops push a new ticket at once.
     pub fn reset(&self) {
         self.lock().reset();
-        self.shared.epoch.send_modify(|e| *e = e.wrapping_add(1) % SHUTDOWN);
+        self.shared.epoch.send_if_modified(|e| {
+            if *e == SHUTDOWN {
+                return false;
+            }
+            *e = (*e + 1) % SHUTDOWN;
+            true
+        });
+    }
+
+    /// Releases hung requests and ends the push loops for good. [`crate::SimHandle::shutdown`]
+    /// calls it; call it yourself when serving [`router`] on your own server.
+    pub fn stop(&self) {
+        self.shared.epoch.send_replace(SHUTDOWN);
+    }
+
+    /// Resolves once [`Simulator::stop`] has been called: the graceful-shutdown future to give
+    /// `axum::serve` when serving [`router`] yourself.
+    pub async fn stopped(&self) {
+        let mut rx = self.shared.epoch.subscribe();
+        while *rx.borrow_and_update() != SHUTDOWN {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Adds a fault, as `POST /__sim/faults` does; returns its id.
@@ -242,7 +265,9 @@ async fn wechat(AxState(sim): AxState<Simulator>, request: Request) -> Response 
 /// Sleeps `limit` (forever when `None`), cut short by a reset or shutdown.
 async fn wait_for_epoch_change(sim: &Simulator, limit: Option<Duration>) {
     let mut rx = sim.shared.epoch.subscribe();
-    rx.borrow_and_update();
+    if *rx.borrow_and_update() == SHUTDOWN {
+        return;
+    }
     match limit {
         Some(d) => {
             tokio::select! {

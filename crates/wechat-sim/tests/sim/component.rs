@@ -348,3 +348,16 @@ async fn a_dead_push_url_does_not_stop_the_simulator() {
     assert!(v["push"]["status"].is_null());
     sim.h.shutdown().await;
 }
+
+#[tokio::test]
+async fn reset_forgets_tickets_and_pushes_a_fresh_one_at_once() {
+    let (url, mut rx) = receiver("success").await;
+    let sim = start(SimConfig::new().component(component(&url))).await;
+    let t1 = next_ticket(&mut rx).await;
+    let (s, _) = sim.post("/__sim/reset", json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    let t2 = next_ticket(&mut rx).await;
+    assert_ne!(t1, t2);
+    assert_wx_err(&component_token(&sim, &t1).await, 61006, "component ticket is invalid");
+    assert!(component_token(&sim, &t2).await["component_access_token"].is_string());
+}

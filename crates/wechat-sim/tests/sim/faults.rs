@@ -191,3 +191,22 @@ async fn bad_fault_specs_are_refused() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     sim.classic_ok(APPID, SECRET).await;
 }
+
+#[tokio::test]
+async fn shutdown_releases_hung_requests_promptly() {
+    let Sim { h, c } = sim().await;
+    let url = format!("{}{TOKEN}?grant_type=client_credential&appid={APPID}&secret={SECRET}", h.base_url());
+    let fault = json!({ "endpoint": TOKEN, "kind": "timeout" });
+    let r = c.post(format!("{}/__sim/faults", h.base_url())).json(&fault).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let hung = tokio::spawn(async move { c.get(url).send().await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    h.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    let answer = tokio::time::timeout(Duration::from_secs(2), hung).await.expect("released").unwrap();
+    // Either the 504 of a released hang or a closed connection: never a hang.
+    if let Ok(status) = answer {
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    }
+}
