@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod clock;
 pub mod engine;
 pub mod error;
 pub mod kind;

@@ -72,10 +72,10 @@ impl StoreConfig {
     pub async fn open(&self) -> Result<Arc<dyn Store>> {
         Ok(match self {
             Self::Memory => Arc::new(MemoryStore::new()),
-            Self::Sqlite { path } => {
-                let _ = SqliteStore::open(path).await?;
-                return Err(crate::Error::Config("sqlite store not built yet".into()));
-            }
+            Self::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
