@@ -77,8 +77,24 @@ pub async fn send(
                 }
             }
         }
-        Err(e) => PushOutcome { ok: false, status: None, body: None, error: Some(e.to_string()) },
+        // The URL would repeat the whole query; the receiver is known from the config anyway.
+        Err(e) => {
+            PushOutcome { ok: false, status: None, body: None, error: Some(describe(&e.without_url())) }
+        }
     })
+}
+
+/// reqwest's message with its cause chain ("error sending request: connection refused"), since the
+/// top-level text alone does not say what went wrong.
+fn describe(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// `InfoType` of a notification, for the push log.
