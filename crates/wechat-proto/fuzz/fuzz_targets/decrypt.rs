@@ -22,9 +22,8 @@ const PREVIOUS_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
 fn crypt() -> &'static MsgCrypt {
     static CRYPT: OnceLock<MsgCrypt> = OnceLock::new();
-    CRYPT.get_or_init(|| {
-        MsgCrypt::new("token", KEY, "wxid").unwrap().with_previous_key(PREVIOUS_KEY).unwrap()
-    })
+    CRYPT
+        .get_or_init(|| MsgCrypt::new("token", KEY, "wxid").unwrap().with_previous_key(PREVIOUS_KEY).unwrap())
 }
 
 fuzz_target!(|data: &[u8]| {
