@@ -386,7 +386,7 @@ impl State {
     }
 }
 
-const TOKEN_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+pub const TOKEN_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 
 /// `len` random characters of `[A-Za-z0-9_-]`.
 pub fn random_string(len: usize) -> String {

@@ -4,7 +4,7 @@
 //! here does I/O, so the rules can be read (and unit-tested) apart from HTTP.
 
 use crate::clock::Millis;
-use crate::state::{Family, State, derived_id, derived_openid, random_string};
+use crate::state::{Family, State, TOKEN_ALPHABET, derived_id, derived_openid, random_string};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use wechat_proto::api::{
@@ -394,16 +394,17 @@ impl State {
     }
 
     fn user_info(&mut self, req: &Req<'_>) -> R<Value> {
-        let appid = self.api_token(req)?;
+        self.api_token(req)?;
         let openid = req.q("openid").filter(|o| !o.is_empty()).ok_or(41009)?;
         let since =
             1_600_000_000 + derived_id(openid, 8, b"0123456789").parse::<u64>().unwrap_or(0) % 100_000_000;
+        let unionid = format!("o6_b{}", derived_id(&format!("union:{openid}"), 24, TOKEN_ALPHABET));
         Ok(json!({
             "subscribe": 1,
             "openid": openid,
             "language": req.q("lang").unwrap_or("zh_CN"),
             "subscribe_time": since,
-            "unionid": format!("o6_b{}", derived_id(&format!("union:{openid}:{appid}"), 24, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")),
+            "unionid": unionid,
             "remark": "",
             "groupid": 0,
             "tagid_list": [],
