@@ -108,7 +108,7 @@ fn sandbox_serves_demo_apps_and_stops_on_sigterm() {
             ["API", url, ..] => api = Some(url.to_string()),
             ["client", "key", k, ..] => key = Some(k.to_string()),
             ["curl", ..] if line.contains("/access_token") && curl.is_none() => {
-                curl = Some(line.trim().to_owned())
+                curl = Some(line.trim().to_owned());
             }
             _ => {}
         }
