@@ -21,10 +21,11 @@ mod clock;
 pub mod engine;
 pub mod error;
 pub mod kind;
+mod policy;
 pub mod quota;
 pub mod store;
 pub mod upstream;
 
-pub use engine::{AppStatus, CredentialStatus, Engine, EngineConfig};
+pub use engine::{AppStatus, CredentialStatus, Engine, EngineConfig, ForcedRefresh};
 pub use error::{Error, Result};
 pub use kind::{AppKind, AppSpec, Credential, CredentialKey, CredentialKind, TokenApi};
