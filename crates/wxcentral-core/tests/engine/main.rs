@@ -1,0 +1,10 @@
+//! The engine against the real WeChat simulator (`wechat-sim`): single flight,
+//! compare-and-refresh, short lifetimes, faults, restarts, clusters, tickets and log hygiene.
+
+mod common;
+mod faults;
+mod lifetimes;
+mod logs;
+mod restart;
+mod single_flight;
+mod tickets;
