@@ -342,21 +342,6 @@ pub struct AuthorizationNotice {
     pub pre_auth_code: Option<Secret>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RawNotification {
-    app_id: String,
-    #[serde(default)]
-    create_time: i64,
-    info_type: String,
-    component_verify_ticket: Option<String>,
-    authorizer_appid: Option<String>,
-    authorization_code: Option<String>,
-    #[serde(default)]
-    authorization_code_expired_time: i64,
-    pre_auth_code: Option<String>,
-}
-
 /// Error parsing a decrypted push.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotificationError {
@@ -369,47 +354,59 @@ pub enum NotificationError {
 impl ComponentNotification {
     /// Parses the decrypted XML of a component push.
     pub fn from_xml(xml: &str) -> Result<Self, NotificationError> {
-        let raw: RawNotification =
-            quick_xml::de::from_str(xml).map_err(|e| NotificationError::Xml(e.to_string()))?;
-        let missing = |field| NotificationError::MissingField { info_type: raw.info_type.clone(), field };
-        let notice = |raw: &RawNotification| -> Result<AuthorizationNotice, NotificationError> {
-            Ok(AuthorizationNotice {
-                component_appid: raw.app_id.clone(),
-                create_time: raw.create_time,
-                authorizer_appid: raw.authorizer_appid.clone().ok_or_else(|| missing("AuthorizerAppid"))?,
-                authorization_code: raw
-                    .authorization_code
-                    .clone()
-                    .map(Secret::new)
-                    .ok_or_else(|| missing("AuthorizationCode"))?,
-                authorization_code_expired_time: raw.authorization_code_expired_time,
-                pre_auth_code: raw.pre_auth_code.clone().map(Secret::new),
-            })
-        };
-        Ok(match raw.info_type.as_str() {
+        let [
+            app_id,
+            create_time,
+            info_type,
+            ticket,
+            authorizer_appid,
+            code,
+            code_expired_time,
+            pre_auth_code,
+        ] = read_push_fields(xml)?;
+        let app_id = app_id.ok_or_else(|| NotificationError::Xml("missing <AppId>".into()))?;
+        let info_type = info_type.ok_or_else(|| NotificationError::Xml("missing <InfoType>".into()))?;
+        let create_time = push_integer(create_time, "CreateTime")?;
+        let missing = |field| NotificationError::MissingField { info_type: info_type.clone(), field };
+        Ok(match info_type.as_str() {
             "component_verify_ticket" => Self::VerifyTicket {
-                component_appid: raw.app_id.clone(),
-                create_time: raw.create_time,
-                ticket: raw
-                    .component_verify_ticket
-                    .clone()
-                    .map(Secret::new)
-                    .ok_or_else(|| missing("ComponentVerifyTicket"))?,
+                component_appid: app_id,
+                create_time,
+                ticket: ticket.map(Secret::new).ok_or_else(|| missing("ComponentVerifyTicket"))?,
             },
-            "authorized" => Self::Authorized(notice(&raw)?),
-            "updateauthorized" => Self::UpdateAuthorized(notice(&raw)?),
+            "authorized" | "updateauthorized" => {
+                let notice = AuthorizationNotice {
+                    component_appid: app_id,
+                    create_time,
+                    authorizer_appid: authorizer_appid.ok_or_else(|| missing("AuthorizerAppid"))?,
+                    authorization_code: code.map(Secret::new).ok_or_else(|| missing("AuthorizationCode"))?,
+                    authorization_code_expired_time: push_integer(
+                        code_expired_time,
+                        "AuthorizationCodeExpiredTime",
+                    )?,
+                    pre_auth_code: pre_auth_code.map(Secret::new),
+                };
+                if info_type == "authorized" {
+                    Self::Authorized(notice)
+                } else {
+                    Self::UpdateAuthorized(notice)
+                }
+            }
             "unauthorized" => Self::Unauthorized {
-                component_appid: raw.app_id.clone(),
-                create_time: raw.create_time,
-                authorizer_appid: raw.authorizer_appid.clone().ok_or_else(|| missing("AuthorizerAppid"))?,
+                component_appid: app_id,
+                create_time,
+                authorizer_appid: authorizer_appid.ok_or_else(|| missing("AuthorizerAppid"))?,
             },
-            other => Self::Other { component_appid: raw.app_id.clone(), info_type: other.to_owned() },
+            _ => Self::Other { component_appid: app_id, info_type },
         })
     }
 
     /// Renders the XML WeChat sends (before encryption); the simulator uses it.
     pub fn to_xml(&self) -> String {
+        /// A CDATA section cannot hold `]]>`, so the value is split there into two sections that
+        /// the reader joins again; otherwise a ticket containing it would end the section early.
         fn cdata(name: &str, value: &str) -> String {
+            let value = value.replace("]]>", "]]]]><![CDATA[>");
             format!("<{name}><![CDATA[{value}]]></{name}>")
         }
         let mut out = String::from("<xml>");
@@ -450,6 +447,152 @@ impl ComponentNotification {
         out += "</xml>";
         out
     }
+}
+
+/// The elements of a push that [`ComponentNotification::from_xml`] reads, in the order
+/// [`read_push_fields`] returns them; any other element is skipped.
+const PUSH_FIELDS: [&str; 8] = [
+    "AppId",
+    "CreateTime",
+    "InfoType",
+    "ComponentVerifyTicket",
+    "AuthorizerAppid",
+    "AuthorizationCode",
+    "AuthorizationCodeExpiredTime",
+    "PreAuthCode",
+];
+
+/// Reads the [`PUSH_FIELDS`] under the root element by walking the XML events. quick-xml's serde
+/// deserializer is not used: it panics on some input (`unreachable!` when a DOCTYPE splits the
+/// text of an element, quick-xml PR #964), and its errors quote the body, which here carries
+/// tickets and authorization codes. Errors therefore name an element or a byte offset, never text.
+///
+/// Text outside CDATA is trimmed at the element's edges (as the deserializer did, so that
+/// `<CreateTime> 1 </CreateTime>` still reads); CDATA is kept exactly, and consecutive sections
+/// are joined, which is how [`ComponentNotification::to_xml`] writes a value holding `]]>`.
+fn read_push_fields(xml: &str) -> Result<[Option<String>; 8], NotificationError> {
+    use quick_xml::events::Event;
+
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let xml_error = |reader: &quick_xml::Reader<&[u8]>| {
+        NotificationError::Xml(format!("invalid XML near byte {}", reader.error_position()))
+    };
+    // An unknown entity or a bad character reference: the reader has already moved past the text.
+    let text_error = |reader: &quick_xml::Reader<&[u8]>| {
+        NotificationError::Xml(format!("invalid text before byte {}", reader.buffer_position()))
+    };
+    let field_of = |name: &[u8]| PUSH_FIELDS.iter().position(|f| f.as_bytes() == name);
+    let mut fields: [Option<String>; 8] = Default::default();
+    let mut depth = 0usize;
+    // The field being read and its text runs so far.
+    let mut current: Option<(usize, Vec<TextRun<'_>>)> = None;
+    loop {
+        match reader.read_event().map_err(|_| xml_error(&reader))? {
+            Event::Start(start) => {
+                if let Some((i, _)) = current {
+                    return Err(NotificationError::Xml(format!("<{}> holds an element", PUSH_FIELDS[i])));
+                }
+                if depth == 1
+                    && let Some(i) = field_of(start.name().as_ref())
+                {
+                    if fields[i].is_some() {
+                        return Err(NotificationError::Xml(format!("duplicate <{}>", PUSH_FIELDS[i])));
+                    }
+                    current = Some((i, Vec::new()));
+                }
+                depth += 1;
+            }
+            Event::Empty(empty) => {
+                if let Some((i, _)) = current {
+                    return Err(NotificationError::Xml(format!("<{}> holds an element", PUSH_FIELDS[i])));
+                }
+                if depth == 0 {
+                    // `<xml/>`: a root without fields.
+                    return Ok(fields);
+                }
+                if depth == 1
+                    && let Some(i) = field_of(empty.name().as_ref())
+                {
+                    if fields[i].is_some() {
+                        return Err(NotificationError::Xml(format!("duplicate <{}>", PUSH_FIELDS[i])));
+                    }
+                    fields[i] = Some(String::new());
+                }
+            }
+            Event::End(_) => {
+                depth = depth.checked_sub(1).ok_or_else(|| xml_error(&reader))?;
+                if let Some((i, runs)) = current.take() {
+                    fields[i] = Some(join_runs(&runs));
+                }
+                if depth == 0 {
+                    // Whatever follows the root was never read, by the deserializer either.
+                    return Ok(fields);
+                }
+            }
+            Event::Text(text) => {
+                if let Some((_, runs)) = current.as_mut() {
+                    runs.push(TextRun {
+                        cdata: false,
+                        text: text.unescape().map_err(|_| text_error(&reader))?,
+                    });
+                }
+            }
+            Event::CData(cdata) => {
+                if let Some((_, runs)) = current.as_mut() {
+                    runs.push(TextRun {
+                        cdata: true,
+                        text: cdata.decode().map_err(|_| text_error(&reader))?,
+                    });
+                }
+            }
+            // WeChat never sends one, and a DTD is where entity tricks live.
+            Event::DocType(_) => {
+                return Err(NotificationError::Xml("a push must not carry a DOCTYPE".into()));
+            }
+            Event::Eof => {
+                return Err(NotificationError::Xml(
+                    if depth == 0 { "no root element" } else { "unexpected end of input" }.into(),
+                ));
+            }
+            Event::Comment(_) | Event::Decl(_) | Event::PI(_) => {}
+        }
+    }
+}
+
+fn is_xml_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
+/// A piece of an element's content: text (unescaped) or one CDATA section.
+struct TextRun<'a> {
+    cdata: bool,
+    text: std::borrow::Cow<'a, str>,
+}
+
+fn join_runs(runs: &[TextRun<'_>]) -> String {
+    let last = runs.len().saturating_sub(1);
+    let mut out = String::new();
+    for (i, TextRun { cdata, text }) in runs.iter().enumerate() {
+        let mut run: &str = text;
+        if !cdata && i == 0 {
+            run = run.trim_start_matches(is_xml_space);
+        }
+        if !cdata && i == last {
+            run = run.trim_end_matches(is_xml_space);
+        }
+        out.push_str(run);
+    }
+    out
+}
+
+/// A numeric push field. Nothing decides on these times, so a push without one is still taken
+/// (as 0) rather than lost.
+fn push_integer(value: Option<String>, field: &str) -> Result<i64, NotificationError> {
+    value.map_or(Ok(0), |v| {
+        v.trim_matches(is_xml_space)
+            .parse()
+            .map_err(|_| NotificationError::Xml(format!("<{field}> is not an integer")))
+    })
 }
 
 #[cfg(test)]
@@ -519,6 +662,82 @@ mod tests {
         ];
         for n in cases {
             assert_eq!(ComponentNotification::from_xml(&n.to_xml()).unwrap(), n);
+        }
+    }
+
+    /// quick-xml's deserializer hit `unreachable!` here (found by `tests/api_props.rs`).
+    #[test]
+    fn doctype_inside_a_field_is_an_error_not_a_panic() {
+        let xml = "<xml><AppId>wxc</AppId><CreateTime>1<!DOCTYPE x>2</CreateTime>\
+                   <InfoType>unauthorized</InfoType><AuthorizerAppid>wxa</AuthorizerAppid></xml>";
+        assert_eq!(
+            ComponentNotification::from_xml(xml),
+            Err(NotificationError::Xml("a push must not carry a DOCTYPE".into()))
+        );
+    }
+
+    /// `]]>` used to end the CDATA section early, so the push no longer parsed.
+    #[test]
+    fn values_holding_cdata_end_round_trip() {
+        for ticket in ["]]>", "a]]>b", "]]]]>>", "]]>]]>", "]", "]]", "x]]"] {
+            let n = ComponentNotification::VerifyTicket {
+                component_appid: "wx]]>c".into(),
+                create_time: 1,
+                ticket: Secret::from(ticket),
+            };
+            assert_eq!(ComponentNotification::from_xml(&n.to_xml()), Ok(n), "{ticket}");
+        }
+    }
+
+    /// A push holds tickets and codes; an error must not repeat them into a log line.
+    #[test]
+    fn errors_do_not_quote_the_push() {
+        for xml in [
+            "<xml><AppId>a</AppId><InfoType>x</InfoType><ComponentVerifyTicket>t1&secret;</ComponentVerifyTicket></xml>",
+            "<xml><AppId>a</AppId><CreateTime>secret</CreateTime><InfoType>x</InfoType></xml>",
+            "<xml><AppId>secret</AppId></secret>",
+        ] {
+            let e = ComponentNotification::from_xml(xml).unwrap_err().to_string();
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn lenient_where_the_old_deserializer_was() {
+        let parse = |xml: &str| ComponentNotification::from_xml(xml).unwrap();
+        let other = |appid: &str| ComponentNotification::Other {
+            component_appid: appid.into(),
+            info_type: "x".into(),
+        };
+        // Text is trimmed and unescaped, CDATA kept as is; comments, unknown elements, stray
+        // text and anything after the root are skipped; the root may have any name.
+        assert_eq!(parse("<xml><AppId> a&amp;b&#x41; </AppId><InfoType>x</InfoType></xml>"), other("a&bA"));
+        assert_eq!(parse("<xml><AppId> <![CDATA[ a ]]> </AppId><InfoType>x</InfoType></xml>"), other(" a "));
+        assert_eq!(parse("<xml><AppId>a<!-- c -->b</AppId><InfoType>x</InfoType></xml>"), other("ab"));
+        assert_eq!(
+            parse("<root>junk<AppId/><Extra><b>1</b></Extra><InfoType>x</InfoType></root><z/>"),
+            other("")
+        );
+        assert_eq!(
+            parse(
+                "<xml><AppId>a</AppId><CreateTime> 12 </CreateTime><InfoType>unauthorized</InfoType><AuthorizerAppid></AuthorizerAppid></xml>"
+            ),
+            ComponentNotification::Unauthorized {
+                component_appid: "a".into(),
+                create_time: 12,
+                authorizer_appid: String::new()
+            }
+        );
+        for bad in [
+            "",
+            "<xml/>",
+            "<xml><AppId>a</AppId><InfoType>x</InfoType>",
+            "<xml><AppId>a</AppId><InfoType>x</InfoType></xm>",
+            "<xml><AppId>a<b/></AppId><InfoType>x</InfoType></xml>",
+            "<xml><AppId>a</AppId><AppId>b</AppId><InfoType>x</InfoType></xml>",
+            "<xml><AppId>a</AppId><CreateTime></CreateTime><InfoType>x</InfoType></xml>",
+        ] {
+            assert!(matches!(ComponentNotification::from_xml(bad), Err(NotificationError::Xml(_))), "{bad}");
         }
     }
 
