@@ -221,6 +221,10 @@ fn lifetime_of(cred: &Credential) -> i64 {
 
 type AppSlots = HashMap<CredentialKind, Arc<Slot>>;
 
+/// How much earlier than the held expiry WeChat may report the same value's expiry before we
+/// believe it: its whole-second rounding plus a generous round trip.
+const UNCHANGED_EXPIRY_SLACK_MS: i64 = 2_000;
+
 struct Inner {
     store: Arc<dyn Store>,
     upstream: Upstream,
@@ -664,10 +668,13 @@ impl Inner {
         id: u64,
     ) -> FlightResult {
         let result = tokio::select! {
-            r = self.refresh(&slot, reason, seen) => r,
-            () = self.cancel.cancelled() => Err(FlightError::other(FaultClass::Transient, "shutting down")),
+            r = self.refresh(&slot, reason, seen) => r.map_err(|e| self.record_failure(&slot, e)),
+            // Not a failure of the credential: nothing to book or back off from.
+            () = self.cancel.cancelled() => Err(FlightError {
+                retry_at_ms: now_ms() + 1000,
+                ..FlightError::other(FaultClass::Transient, "shutting down")
+            }),
         };
-        let result = result.map_err(|e| self.record_failure(&slot, e));
         {
             let mut inflight = lock(&slot.inflight);
             if inflight.as_ref().is_some_and(|(i, _)| *i == id) {
@@ -730,13 +737,20 @@ impl Inner {
         Some(self.install(slot, Arc::new(s)))
     }
 
-    fn lease_ttl(&self) -> Duration {
-        self.upstream.timeout() + Duration::from_secs(5)
+    /// Long enough for one refresh to finish: the upstream call (a ticket first waits for
+    /// the access token, then may retry once after a rejected token) and the store write.
+    fn lease_ttl(&self, slot: &Slot) -> Duration {
+        let call = self.upstream.timeout();
+        let slack = Duration::from_secs(5);
+        match slot.source {
+            Source::Token { .. } => call + slack,
+            Source::Ticket(_) => self.config.read_wait + call * 3 + slack,
+        }
     }
 
     async fn take_lease(&self, slot: &Slot, reason: Reason, seen: Option<u64>) -> LeaseOutcome {
         let name = format!("refresh:{}:{}", slot.key.appid, slot.key.kind);
-        let ttl = self.lease_ttl();
+        let ttl = self.lease_ttl(slot);
         let poll = Duration::from_millis(200);
         let deadline = tokio::time::Instant::now() + ttl + Duration::from_secs(1);
         loop {
@@ -931,7 +945,12 @@ impl Inner {
         expires_at_ms: i64,
     ) -> Fetched {
         let now = now_ms();
-        let cred = if expires_at_ms != cur.expires_at_ms {
+        // WeChat reports whole seconds left, rounded down, so its answer for the same value
+        // lands up to a second (plus latency) before the expiry already held. Taking that would
+        // shrink the lifetime the margins scale with at every unchanged answer; only an expiry
+        // clearly earlier than rounding explains (a clock step, a revocation) is adopted, and a
+        // later one never is.
+        let cred = if expires_at_ms < cur.expires_at_ms - UNCHANGED_EXPIRY_SLACK_MS {
             let updated = Arc::new(Credential { expires_at_ms, ..(**cur).clone() });
             slot.current.store(Some(Arc::clone(&updated)));
             updated

@@ -5,6 +5,7 @@ mod common;
 mod faults;
 mod lifetimes;
 mod logs;
+mod metric_names;
 mod restart;
 mod single_flight;
 mod tickets;

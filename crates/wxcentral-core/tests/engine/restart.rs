@@ -39,6 +39,15 @@ async fn restart_on_the_same_sqlite_file_makes_zero_upstream_calls() {
     assert_eq!(calls(&sim), (1, 2, 1));
 
     let engine = engine_with(&sim, apps(), open().await, config("n1")).await;
+    // Loaded at start, before any read or refresh loop had a chance to run.
+    let status = engine.status().await;
+    let loaded: Vec<_> = status.iter().flat_map(|s| &s.credentials).map(|c| (c.state, c.version)).collect();
+    assert_eq!(
+        loaded,
+        [before[0].version, before[1].version, before[2].version, before[3].version]
+            .map(|v| ("valid", Some(v)))
+            .to_vec()
+    );
     let mut after = Vec::new();
     for (appid, kind) in [
         ("wxa", AT),

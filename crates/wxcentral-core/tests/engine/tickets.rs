@@ -54,8 +54,9 @@ async fn short_lived_tickets_are_replaced_after_they_expire() {
     let mut seen: Vec<(String, i64)> = Vec::new();
     while start.elapsed() < Duration::from_secs(8) {
         let t = engine.get("wxa", JSAPI).await.expect("reads wait through the short gap");
-        // Never within the serve margin (0.3 s here) of its expiry.
-        assert!(t.expires_at_ms - now_ms() > 250, "served too close to expiry");
+        // Never within the serve margin (0.3 s here) of its expiry; 0.1 s of it is left for
+        // the time between the engine's check and this one on a loaded machine.
+        assert!(t.expires_at_ms - now_ms() > 200, "served too close to expiry");
         if seen.last().map(|s| &s.0) != Some(t.value.expose()) {
             seen.push((t.value.expose().clone(), t.expires_at_ms));
         }
