@@ -649,10 +649,24 @@ impl Inner {
         lock(&slot.state).attempted = true;
         let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
         let task = tokio::spawn(Arc::clone(self).run_flight(Arc::clone(slot), reason, seen, id));
+        let (inner, owner) = (Arc::clone(self), Arc::clone(slot));
         let flight: Flight = async move {
-            task.await.unwrap_or_else(|e| {
-                Err(FlightError::other(FaultClass::Transient, format!("refresh task: {e}")))
-            })
+            match task.await {
+                Ok(result) => result,
+                // A panic skipped run_flight's own cleanup: clear the flight and back off, or
+                // every caller would join this finished flight forever.
+                Err(e) => {
+                    let err = FlightError::other(FaultClass::Transient, format!("refresh task: {e}"));
+                    let err = inner.record_failure(&owner, err);
+                    let mut inflight = lock(&owner.inflight);
+                    if inflight.as_ref().is_some_and(|(i, _)| *i == id) {
+                        *inflight = None;
+                    }
+                    drop(inflight);
+                    owner.wake.notify_one();
+                    Err(err)
+                }
+            }
         }
         .boxed()
         .shared();
