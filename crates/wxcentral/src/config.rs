@@ -22,9 +22,26 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// Keys and reasons quote TOML keys, environment names and values, any of which can hold a
+    /// line break or a terminal escape; those are escaped so that the error stays one line.
     fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { key: key.into(), reason: reason.into() }
+        let key = one_line(&key.into());
+        // A TOML key may be `""`; the error must still name something.
+        let key = if key.is_empty() { "config".to_owned() } else { key };
+        Self { key, reason: one_line(&reason.into()) }
     }
+}
+
+fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -206,14 +223,19 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))?;
-        Self::from_toml(&text, std::env::vars())
+        let env = utf8_env(std::env::vars_os(), &text)?;
+        Self::from_toml(&text, env)
     }
 
     /// Parses `text` with the given environment (`${VAR}` values and `WXCENTRAL_…` overrides).
     pub fn from_toml(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let env: Vec<(String, String)> = env.into_iter().collect();
         let mut root: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError::new("config", format!("not valid TOML: {}", e.message()))
+            let before = e.span().and_then(|span| text.as_bytes().get(..span.start)).unwrap_or_default();
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            // Some messages go on to a second line with what was expected.
+            let message: Vec<&str> = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            ConfigError::new("config", format!("not valid TOML (line {line}): {}", message.join("; ")))
         })?;
         apply_overrides(&mut root, &env)?;
         let mut value = toml::Value::Table(root);
@@ -221,9 +243,9 @@ impl Config {
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let key = if key == "." { "config".to_owned() } else { key };
-            // toml appends the key on a second line; the path already names it.
-            let reason = e.into_inner().to_string();
-            ConfigError::new(key, reason.lines().next().unwrap_or_default())
+            // `message()`, not `to_string()`: the latter appends the key on a second line, and the
+            // path already names it.
+            ConfigError::new(key, e.into_inner().message())
         })?;
         config.validate()?;
         Ok(config)
@@ -442,9 +464,9 @@ fn apply_overrides(root: &mut toml::Table, env: &[(String, String)]) -> Result<(
         } else if let Some((array, rest)) =
             ARRAYS.iter().find_map(|s| Some((*s, rest.strip_prefix(s)?.strip_prefix('_')?)))
         {
-            let (index, key) = rest
+            let (digits, key) = rest
                 .split_once('_')
-                .and_then(|(i, k)| Some((i.parse::<usize>().ok()?, k)))
+                .filter(|(i, _)| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
                 .ok_or_else(|| {
                     ConfigError::new(
                         name.clone(),
@@ -454,10 +476,15 @@ fn apply_overrides(root: &mut toml::Table, env: &[(String, String)]) -> Result<(
             let entries = root.get_mut(array).and_then(|v| v.as_array_mut()).ok_or_else(|| {
                 ConfigError::new(name.clone(), format!("the config has no [[{array}]] entries"))
             })?;
-            let entry = entries
-                .get_mut(index)
-                .and_then(|v| v.as_table_mut())
-                .ok_or_else(|| ConfigError::new(name.clone(), format!("there is no {array}[{index}]")))?;
+            // An index too large for usize is still an index, just of no entry.
+            let entry =
+                digits.parse::<usize>().ok().and_then(|i| entries.get_mut(i)?.as_table_mut()).ok_or_else(
+                    || {
+                        let index = digits.trim_start_matches('0');
+                        let index = if index.is_empty() { "0" } else { index };
+                        ConfigError::new(name.clone(), format!("there is no {array}[{index}]"))
+                    },
+                )?;
             entry.insert(key.to_owned(), value);
         }
     }
@@ -468,6 +495,8 @@ fn parse_env_value(raw: &str) -> toml::Value {
     format!("v = {raw}")
         .parse::<toml::Table>()
         .ok()
+        // `1\nw = 2` parses too, but it is not one scalar, and taking the `1` would drop the rest.
+        .filter(|t| t.len() == 1)
         .and_then(|mut t| t.remove("v"))
         .filter(|v| !matches!(v, toml::Value::Table(_) | toml::Value::Datetime(_)))
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
@@ -524,6 +553,32 @@ fn expand_vars(value: &mut toml::Value, path: &mut String, env: &[(String, Strin
         _ => {}
     }
     Ok(())
+}
+
+/// The process environment as `from_toml` takes it. `std::env::vars` panics on the first entry
+/// that is not UTF-8, even one wxcentral never reads, so such entries are skipped, unless the
+/// config could use one (a `WXCENTRAL_` name, or a name the text refers to as `${NAME}`): that
+/// is an error rather than a value with replacement characters in it.
+fn utf8_env(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    text: &str,
+) -> Result<Vec<(String, String)>> {
+    let mut env = Vec::new();
+    for (name, value) in vars {
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => env.push((name, value)),
+            (name, _) => {
+                let name = match name {
+                    Ok(name) => name,
+                    Err(name) => name.to_string_lossy().into_owned(),
+                };
+                if name.starts_with("WXCENTRAL_") || text.contains(&format!("${{{name}}}")) {
+                    return Err(ConfigError::new(name, "environment variable is not valid UTF-8"));
+                }
+            }
+        }
+    }
+    Ok(env)
 }
 
 /// Lowercase hex sha256 of a client key, as `[[client]] key_sha256` wants it.
@@ -642,5 +697,404 @@ refresh = true
     #[test]
     fn hash_key_is_sha256_hex() {
         assert_eq!(hash_key("test"), HASH);
+    }
+
+    /// Each of these used to print more than one line, a raw terminal escape or an empty key
+    /// (`props` found the first of them).
+    #[test]
+    fn odd_keys_names_and_values_stay_one_line() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
+            // toml's message for a bad escape has a second line of what was expected.
+            ("a = \"\\q\"", &[], "config"),
+            ("\"a\\nb\" = \"${X}\"", &[], "a\\nb"),
+            ("\"\" = \"${X}\"", &[], "config"),
+            ("[server]\nlisten = \"${X\\u001b[2J}\"", &[], "server.listen"),
+            (
+                "[[app]]\nappid = \"wx1\"\nsecret = \"s\"",
+                &[("WXCENTRAL_APP_0_\u{1b}[2J", "1")],
+                "app[0].\\u{1b}[2j",
+            ),
+            (
+                "[[app]]\nappid = \"wx1\"\nsecret = \"s\"",
+                &[("WXCENTRAL_APP_x\n_SECRET", "1")],
+                "WXCENTRAL_APP_x\\n_SECRET",
+            ),
+            (
+                "[[client]]\nname = \"a\\nb\"\nkey_sha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n\
+                 [[client]]\nname = \"a\\nb\"\nkey_sha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"",
+                &[],
+                "client[1].name",
+            ),
+        ];
+        for (text, vars, key) in cases {
+            let e = Config::from_toml(text, env(vars)).unwrap_err();
+            assert_eq!(&e.key, key, "{text:?} gave {e}");
+            assert!(!e.to_string().chars().any(char::is_control), "{e}");
+        }
+        let e = Config::from_toml("[server]\nlisten = \"x\"\n\na = \"\\q\"", env(&[])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config: not valid TOML (line 4): invalid escape sequence; \
+             expected `b`, `f`, `n`, `r`, `t`, `u`, `U`, `\\`, `\"`"
+        );
+    }
+
+    #[test]
+    fn override_indexes_must_be_digits_and_large_ones_name_no_entry() {
+        let base = "[[app]]\nappid = \"wx1\"\nsecret = \"s\"";
+        let e =
+            Config::from_toml(base, env(&[("WXCENTRAL_APP_99999999999999999999_SECRET", "x")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "WXCENTRAL_APP_99999999999999999999_SECRET: there is no app[99999999999999999999]"
+        );
+        let e = Config::from_toml(base, env(&[("WXCENTRAL_APP_001_SECRET", "x")])).unwrap_err();
+        assert_eq!(e.reason, "there is no app[1]");
+        for name in ["WXCENTRAL_APP_+0_SECRET", "WXCENTRAL_APP__SECRET", "WXCENTRAL_APP_0"] {
+            let e = Config::from_toml(base, env(&[(name, "x")])).unwrap_err();
+            assert_eq!(e.to_string(), format!("{name}: expected WXCENTRAL_APP_<INDEX>_<KEY>"));
+        }
+        let c = Config::from_toml(base, env(&[("WXCENTRAL_APP_000_SECRET", "x")])).unwrap();
+        assert_eq!(c.apps[0].secret.expose(), "x");
+    }
+
+    /// `1\nw = 2` used to become the integer 1, silently dropping the rest of the value.
+    #[test]
+    fn override_values_are_one_scalar_or_a_string() {
+        let e = Config::from_toml("", env(&[("WXCENTRAL_UPSTREAM_TIMEOUT_MS", "1\nw = 2")])).unwrap_err();
+        assert_eq!(e.key, "upstream.timeout_ms");
+        let c = Config::from_toml(
+            "[[app]]\nappid = \"wx1\"\nsecret = \"s\"",
+            env(&[("WXCENTRAL_APP_0_SECRET", "1\nw = 2"), ("WXCENTRAL_UPSTREAM_TIMEOUT_MS", "7 # ms")]),
+        )
+        .unwrap();
+        assert_eq!(c.apps[0].secret.expose(), "1\nw = 2");
+        assert_eq!(c.upstream.timeout_ms, 7);
+    }
+
+    /// `std::env::vars` panicked at start on any non-UTF-8 variable, even an unrelated one.
+    #[test]
+    #[cfg(unix)]
+    fn non_utf8_environment_is_skipped_unless_the_config_uses_it() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let bad = || OsString::from_vec(vec![b'a', 0xff]);
+        let text = "[[app]]\nappid = \"wx1\"\nsecret = \"${SECRET}\"";
+        let vars = vec![
+            (OsString::from("SECRET"), OsString::from("s")),
+            (OsString::from("LANG_JUNK"), bad()),
+            (bad(), OsString::from("x")),
+        ];
+        assert_eq!(utf8_env(vars, text).unwrap(), env(&[("SECRET", "s")]));
+        let e = utf8_env(vec![(OsString::from("SECRET"), bad())], text).unwrap_err();
+        assert_eq!(e.to_string(), "SECRET: environment variable is not valid UTF-8");
+        let e = utf8_env(vec![(OsString::from("WXCENTRAL_APP_0_SECRET"), bad())], "").unwrap_err();
+        assert_eq!(e.key, "WXCENTRAL_APP_0_SECRET");
+        let mut name = b"WXCENTRAL_".to_vec();
+        name.push(0xff);
+        let e = utf8_env(vec![(OsString::from_vec(name), OsString::from("x"))], "").unwrap_err();
+        assert_eq!(e.key, "WXCENTRAL_\u{fffd}");
+    }
+
+    /// Config text and environments no example list covers. Whatever is wrong must come back as
+    /// one `key: reason` line naming a key, because that line is all an operator sees of a
+    /// failed start; a panic there shows a backtrace instead.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Control characters (a newline above all) would break the one line, and escape
+        /// sequences could rewrite the operator's terminal.
+        fn is_one_line(s: &str) -> bool {
+            !s.chars().any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+        }
+
+        fn check(text: &str, env: Vec<(String, String)>) -> Result<Option<Config>, TestCaseError> {
+            match Config::from_toml(text, env) {
+                Ok(c) => Ok(Some(c)),
+                Err(e) => {
+                    let line = e.to_string();
+                    prop_assert!(!e.key.is_empty(), "no key: {line:?}");
+                    prop_assert!(!e.reason.is_empty(), "no reason: {line:?}");
+                    prop_assert!(is_one_line(&line), "not one line: {line:?}");
+                    Ok(None)
+                }
+            }
+        }
+
+        fn full() -> String {
+            format!(
+                r#"
+[server]
+listen = "127.0.0.1:9000"
+public_url = "https://wx.example.com"
+
+[store]
+kind = "memory"
+
+[refresh]
+serve_margin_secs = 30
+
+[[app]]
+appid = "wx0123456789abcdef"
+secret = "${{SHOP_SECRET}}"
+tickets = ["jsapi"]
+
+[[component]]
+appid = "wxc0mp0nent0000000"
+secret = "c"
+token = "t"
+encoding_aes_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+[[client]]
+name = "shop"
+key_sha256 = "{HASH}"
+apps = ["*"]
+"#
+            )
+        }
+
+        const KEYS: &[&str] = &[
+            "listen",
+            "public_url",
+            "log_format",
+            "body_limit_bytes",
+            "kind",
+            "path",
+            "url",
+            "namespace",
+            "base_url",
+            "timeout_ms",
+            "serve_margin_secs",
+            "read_wait_ms",
+            "appid",
+            "secret",
+            "token",
+            "token_api",
+            "tickets",
+            "encoding_aes_key",
+            "name",
+            "key_sha256",
+            "apps",
+            "refresh",
+            "admin",
+            "bogus",
+            "\"\"",
+            "\"a\\nb\"",
+            "\"\\u001b[31m\"",
+            "'x.y'",
+        ];
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(
+                    &[
+                        "\"${X}\"",
+                        "\"${\"",
+                        "\"${${X}}\"",
+                        "\"${X\"",
+                        "\"}${\"",
+                        "\"${}\"",
+                        "\"${\\n}\"",
+                        "\"${SHOP_SECRET}${SHOP_SECRET}\"",
+                        "\"a\\nb\"",
+                        "\"\\u2028\"",
+                        "\"\\u0000\"",
+                        "\"127.0.0.1:1\"",
+                        "\"http://h\"",
+                        "\"memory\"",
+                        "\"redis\"",
+                        "\"stable\"",
+                        "\"*\"",
+                        "1",
+                        "0",
+                        "-1",
+                        "99999999999999999999",
+                        "1e400",
+                        "nan",
+                        "true",
+                        "1979-05-27T00:00:00Z",
+                        "[]",
+                        "[\"jsapi\", \"nope\"]",
+                        "[[1], {a = 1}]",
+                        "{a = 1}",
+                        "'''\nx'''",
+                    ][..]
+                )
+                .prop_map(str::to_owned),
+                "\"[ -~]{0,12}\"".prop_map(|s: String| s),
+            ]
+        }
+
+        /// TOML-looking text around the config's own sections and keys.
+        fn tomlish() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                4 => (prop::sample::select(KEYS), value()).prop_map(|(k, v)| format!("{k} = {v}\n")),
+                2 => prop::sample::select(
+                    &[
+                        "[server]\n",
+                        "[store]\n",
+                        "[upstream]\n",
+                        "[refresh]\n",
+                        "[[app]]\n",
+                        "[[component]]\n",
+                        "[[client]]\n",
+                        "[app]\n",
+                        "[server.inner]\n",
+                        "[[server]]\n",
+                        "[\"\"]\n",
+                        "server = 1\n",
+                        "app = [1, \"x\"]\n",
+                    ][..]
+                )
+                .prop_map(str::to_owned),
+                1 => "[\\[\\]{}=\"'.,#\n a-z0-9_$]{0,16}".prop_map(|s: String| s),
+                1 => any::<String>(),
+            ];
+            prop::collection::vec(piece, 0..16).prop_map(|v| v.concat())
+        }
+
+        /// Environment names: real overrides, odd suffixes and indexes, and `${…}` targets.
+        fn env_name() -> impl Strategy<Value = String> {
+            let index = prop_oneof![
+                prop::sample::select(
+                    &[
+                        "0",
+                        "1",
+                        "00",
+                        "99999999999999999999",
+                        "18446744073709551616",
+                        "-1",
+                        "+0",
+                        "",
+                        "x",
+                        " 0",
+                        "\u{0663}"
+                    ][..]
+                )
+                .prop_map(str::to_owned),
+                any::<u128>().prop_map(|n| n.to_string()),
+            ];
+            let key = prop_oneof![
+                prop::sample::select(KEYS).prop_map(str::to_uppercase),
+                prop::sample::select(&["", "_", "__", "SECRET\n", "a.b", "\u{1b}[2J"][..])
+                    .prop_map(str::to_owned),
+                any::<String>(),
+            ];
+            prop_oneof![
+                (
+                    prop::sample::select(
+                        &["SERVER", "STORE", "UPSTREAM", "REFRESH", "server", "SERVERX"][..]
+                    ),
+                    key.clone()
+                )
+                    .prop_map(|(s, k)| format!("WXCENTRAL_{s}_{k}")),
+                (prop::sample::select(&["APP", "COMPONENT", "CLIENT", "app", "APPS"][..]), index, key)
+                    .prop_map(|(a, i, k)| format!("WXCENTRAL_{a}_{i}_{k}")),
+                any::<String>().prop_map(|s| format!("WXCENTRAL_{s}")),
+                prop::sample::select(&["X", "SHOP_SECRET", "${X", "", "WXCENTRAL", "WXCENTRAL_"][..])
+                    .prop_map(str::to_owned),
+            ]
+        }
+
+        fn env_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                prop::sample::select(
+                    &[
+                        "",
+                        "1",
+                        "true",
+                        "0.0.0.0:1",
+                        "[\"jsapi\"]",
+                        "{a = 1}",
+                        "1979-05-27",
+                        "\"quoted\"",
+                        "1\nw = 2",
+                        "${X}",
+                        "${",
+                        "${${X}}",
+                        "${SHOP_SECRET}",
+                        "x\ny",
+                    ][..]
+                )
+                .prop_map(str::to_owned),
+            ]
+        }
+
+        fn envs() -> impl Strategy<Value = Vec<(String, String)>> {
+            prop::collection::vec((env_name(), env_value()), 0..6)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_text_is_a_config_or_one_line(text in any::<String>()) {
+                check(&text, Vec::new())?;
+            }
+
+            #[test]
+            fn tomlish_text_and_env_are_a_config_or_one_line(text in tomlish(), env in envs()) {
+                check(&text, env)?;
+            }
+
+            #[test]
+            fn odd_env_on_a_valid_config_is_a_config_or_one_line(env in envs()) {
+                let mut all = vec![("SHOP_SECRET".to_owned(), "s".to_owned())];
+                all.extend(env);
+                check(&full(), all)?;
+            }
+
+            /// A secret from the environment arrives as it is: not trimmed, not expanded again.
+            #[test]
+            fn env_secrets_arrive_verbatim(secret in any::<String>().prop_filter("non-empty", |s| !s.is_empty())) {
+                let c = check(&full(), env(&[("SHOP_SECRET", &secret)]))?.unwrap();
+                prop_assert_eq!(c.apps[0].secret.expose(), &secret);
+            }
+
+            /// An override for a string key is that string, or (when it is TOML, e.g. quoted)
+            /// the string TOML reads from it; when it cannot be one, the error names the key.
+            #[test]
+            fn string_overrides_lose_nothing(raw in any::<String>().prop_filter("no ${", |s| !s.contains("${"))) {
+                let all = env(&[("SHOP_SECRET", "s"), ("WXCENTRAL_APP_0_SECRET", &raw)]);
+                match Config::from_toml(&full(), all) {
+                    Ok(c) => {
+                        let got = c.apps[0].secret.expose();
+                        let as_toml = format!("v = {raw}").parse::<toml::Table>().ok();
+                        let read = as_toml.as_ref().and_then(|t| t.get("v")).and_then(|v| v.as_str());
+                        prop_assert!(got == &raw || read == Some(got.as_str()), "{raw:?} became {got:?}");
+                    }
+                    Err(e) => prop_assert_eq!(&e.key, "app[0].secret", "{}", e),
+                }
+            }
+
+            #[test]
+            fn override_indexes_past_the_entries_name_the_variable(index in "[0-9]{1,40}") {
+                let name = format!("WXCENTRAL_APP_{index}_SECRET");
+                let all = env(&[("SHOP_SECRET", "s"), (&name, "x")]);
+                match Config::from_toml(&full(), all) {
+                    Ok(c) => {
+                        prop_assert_eq!(index.trim_start_matches('0'), "");
+                        prop_assert_eq!(c.apps[0].secret.expose(), "x");
+                    }
+                    Err(e) => {
+                        let shown = index.trim_start_matches('0');
+                        prop_assert_eq!(&e.key, &name);
+                        prop_assert_eq!(e.reason, format!("there is no app[{shown}]"));
+                    }
+                }
+            }
+
+            /// `${` with no `}` after it, anywhere in a value, is an error about that value.
+            #[test]
+            fn unterminated_vars_name_the_key(before in "[^$]{0,8}", after in "[^}]{0,8}") {
+                let value = toml::Value::String(format!("{before}${{{after}")).to_string();
+                let text = full().replace("\"${SHOP_SECRET}\"", &value);
+                let e = Config::from_toml(&text, env(&[("SHOP_SECRET", "s")])).unwrap_err();
+                prop_assert_eq!(&e.key, "app[0].secret", "{}", e);
+            }
+        }
     }
 }
