@@ -16,7 +16,7 @@
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::kind::{AppKind, AppSpec, Credential, CredentialKey, CredentialKind, TokenApi};
-use crate::policy::{self, Failure, Margins};
+use crate::policy::{self, ExpiryWindow, Failure, Margins};
 use crate::quota::{ms_until_next_day, wechat_day};
 use crate::store::Store;
 use crate::upstream::{FaultClass, Upstream, UpstreamError};
@@ -130,6 +130,18 @@ enum Source {
     Ticket(TicketType),
 }
 
+impl Source {
+    /// Whether WeChat hands out the same value until it expires, whoever asks: then no
+    /// successor exists before expiry, and once WeChat confirms the value in its refresh window
+    /// it is served up to a small guard before expiry and its successor is fetched just after
+    /// (DESIGN.md §2 rule 2). Tickets are like that. Stable tokens are not: WeChat rotates them
+    /// inside their last window, where the proactive refresh goes. Classic, component and
+    /// authorizer tokens are new at every call, with the predecessor kept alive for a while.
+    fn same_until_expiry(&self) -> bool {
+        matches!(self, Self::Ticket(_))
+    }
+}
+
 /// Why non-forced refreshes are held back for a while.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Gate {
@@ -151,6 +163,9 @@ struct SlotState {
     last_class: Option<FaultClass>,
     /// A refresh was attempted since start (`startup` vs `expired` reasons).
     attempted: bool,
+    /// Where WeChat's real expiry of the value with that version lies, from the answers that
+    /// carried it (only kept for values that stay the same until they expire).
+    window: Option<(u64, ExpiryWindow)>,
 }
 
 #[derive(Clone)]
@@ -201,6 +216,9 @@ struct Slot {
     published: watch::Sender<u64>,
     inflight: Mutex<Option<(u64, Flight)>>,
     state: Mutex<SlotState>,
+    /// Version + 1 of the value WeChat confirmed in its refresh window to have no successor
+    /// before it expires (0: none). Atomic because every read checks it and reads take no lock.
+    confirmed: AtomicU64,
     /// Wakes the refresh loop to recompute its schedule.
     wake: Notify,
 }
@@ -338,7 +356,8 @@ impl Engine {
     }
 
     /// The current value, refreshed first if nothing valid is held. Never returns a value
-    /// closer than the serve margin to its expiry: with nothing valid it waits up to
+    /// closer than the serve margin to its expiry, or for a ticket WeChat confirmed to have no
+    /// successor before it expires, than a small guard: with nothing servable it waits up to
     /// `read_wait` for the refresh, then answers [`Error::Unavailable`].
     pub async fn get(&self, appid: &str, kind: CredentialKind) -> Result<Credential> {
         self.inner.get(appid, kind, self.inner.config.read_wait).await.map(|c| (*c).clone())
@@ -440,12 +459,21 @@ impl Slot {
             published: watch::Sender::new(0),
             inflight: Mutex::new(None),
             state: Mutex::new(SlotState::default()),
+            confirmed: AtomicU64::new(0),
             wake: Notify::new(),
         }
     }
 
     fn version(&self) -> Option<u64> {
         self.current.load().as_ref().map(|c| c.version)
+    }
+
+    fn is_confirmed(&self, version: u64) -> bool {
+        self.source.same_until_expiry() && self.confirmed.load(Ordering::Acquire) == version.wrapping_add(1)
+    }
+
+    fn confirm(&self, version: u64) {
+        self.confirmed.store(version.wrapping_add(1), Ordering::Release);
     }
 }
 
@@ -476,8 +504,14 @@ impl Inner {
         )
     }
 
+    /// The last moment `cred` is handed out (rule 2, with the confirmed-value guard).
+    fn serve_end(&self, slot: &Slot, cred: &Credential) -> i64 {
+        let m = self.margins(slot, cred);
+        policy::serve_end(cred.expires_at_ms, m, lifetime_of(cred), slot.is_confirmed(cred.version))
+    }
+
     fn servable(&self, slot: &Slot, cred: &Credential, now: i64) -> bool {
-        policy::servable(cred.expires_at_ms, self.margins(slot, cred), now)
+        now < self.serve_end(slot, cred)
     }
 
     /// Whether `cred` already answers a caller who wants a refresh for `reason` and saw `seen`.
@@ -586,6 +620,9 @@ impl Inner {
             },
             // WeChat confirmed this value moments ago: hand it back rather than ask again.
             Begin::Gated { gate: Gate::Unchanged, .. } if self.servable(&slot, &cur, now_ms()) => Ok(cur),
+            // ... and said its successor comes only after it expires: wait for that fetch as
+            // a read does.
+            Begin::Gated { gate: Gate::Unchanged, .. } => self.wait_for_value(&slot, wait).await,
             Begin::Gated { until_ms, reason, .. } => {
                 Err(self.unavailable(&slot, until_ms - now_ms(), reason))
             }
@@ -901,10 +938,11 @@ impl Inner {
         }
         let expires_at_ms =
             fetched_at.saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX / 2000) * 1000);
+        let observed = policy::observe_expiry(fetched_at, now_ms(), expires_in);
         if let Some(cur) = slot.current.load_full()
             && cur.value.ct_eq(value.expose())
         {
-            return Ok(self.land_unchanged(slot, reason, &cur, expires_at_ms));
+            return Ok(self.land_unchanged(slot, reason, &cur, expires_at_ms, observed));
         }
         let now = now_ms();
         let highest = [highest, slot.version()].into_iter().flatten().max();
@@ -929,7 +967,7 @@ impl Inner {
             }
         }
         let version = cred.version;
-        let installed = self.install(slot, Arc::new(cred));
+        let installed = self.install_observed(slot, Arc::new(cred), Some(observed));
         metrics::counter!(
             "wxcentral_refreshes_total",
             "app" => key.appid.clone(),
@@ -951,12 +989,20 @@ impl Inner {
     /// WeChat answered with the value already held (a stable token outside its rotation window,
     /// a ticket before its expiry, a refused `force_refresh`, a report WeChat disagrees with).
     /// Keep it with WeChat's expiry and ask again later instead of hammering.
+    ///
+    /// For a value that stays the same until it expires, an answer in the refresh window is
+    /// WeChat's confirmation that no successor comes before expiry: the value is then served up
+    /// to the confirmed guard before expiry, and the one next fetch goes just after its latest
+    /// possible expiry. Until then refreshes other than forced ones are held back: a read that
+    /// finds nothing servable in the short gap waits for that fetch (within `read_wait`), and a
+    /// report gets the confirmed value back.
     fn land_unchanged(
         &self,
         slot: &Slot,
         reason: Reason,
         cur: &Arc<Credential>,
         expires_at_ms: i64,
+        observed: ExpiryWindow,
     ) -> Fetched {
         let now = now_ms();
         // WeChat reports whole seconds left, rounded down, so its answer for the same value
@@ -972,31 +1018,48 @@ impl Inner {
             Arc::clone(cur)
         };
         let m = self.margins(slot, &cred);
-        let serve_end = cred.expires_at_ms - m.serve_margin_ms;
         let lifetime = lifetime_of(&cred);
         let step = (lifetime / 100).max(200);
-        let after_expiry = cred.expires_at_ms.max(now) + 500;
-        let servable = serve_end > now;
         let mut st = lock(&slot.state);
-        let retry_at = match slot.source {
-            // Tickets stay the same until they expire, whatever token asks: the next one can
-            // only be had once this one is gone.
-            Source::Ticket(_) => after_expiry,
-            Source::Token { .. } if !servable => after_expiry,
+        let keeps_until_expiry = slot.source.same_until_expiry();
+        let confirmed = keeps_until_expiry && policy::confirmed_in_window(cred.expires_at_ms, m, now);
+        let window = keeps_until_expiry.then(|| match st.window {
+            Some((v, w)) if v == cred.version => w.narrow(observed),
+            _ => observed,
+        });
+        st.window = window.map(|w| (cred.version, w));
+        if confirmed {
+            slot.confirm(cred.version);
+        }
+        let serve_end = self.serve_end(slot, &cred);
+        let servable = serve_end > now;
+        let after_expiry = cred.expires_at_ms.max(now) + 500;
+        // The proactive plan, for answers that came before it (a report, a refused
+        // force_refresh).
+        let planned = st
+            .planned_refresh_ms
+            .filter(|p| *p > now)
+            .unwrap_or_else(|| policy::refresh_at(cred.expires_at_ms, m, 0))
+            .max(now + step);
+        let retry_at = match (&slot.source, window) {
+            (_, Some(w)) if confirmed => policy::successor_fetch_at(w, now),
+            // Too early to tell: the check in the refresh window is still to come.
+            (_, Some(_)) => planned,
+            (Source::Token { .. }, _) if !servable => after_expiry,
             // The proactive refresh came too early for WeChat's rotation window: close in on
             // it at half the remaining serving time.
-            Source::Token { .. } if reason == Reason::Proactive => now + ((serve_end - now) / 2).max(step),
+            (Source::Token { .. }, _) if reason == Reason::Proactive => {
+                now + ((serve_end - now) / 2).max(step)
+            }
             // A report or a refused force_refresh: the proactive plan still stands.
-            Source::Token { .. } => st
-                .planned_refresh_ms
-                .filter(|p| *p > now)
-                .unwrap_or_else(|| policy::refresh_at(cred.expires_at_ms, m, 0))
-                .max(now + step),
+            (Source::Token { .. }, _) => planned,
+            (Source::Ticket(_), None) => after_expiry,
         };
         // Reads only ask upstream when nothing is servable, so the gate matters for them only
-        // then; for reports it is a short hold (WeChat just vouched for this value).
+        // then; for reports it is a short hold (WeChat just vouched for this value), or all the
+        // way to the successor's fetch once WeChat confirmed there is none before.
         let hold = (lifetime / 100).clamp(1000, 30_000);
-        let gate_until = if servable { retry_at.min(now + hold) } else { retry_at };
+        let gate_until = if servable && !confirmed { retry_at.min(now + hold) } else { retry_at };
         st.planned_refresh_ms = Some(retry_at);
         st.not_before_ms = Some((gate_until, Gate::Unchanged));
         st.failures = 0;
@@ -1009,15 +1072,30 @@ impl Inner {
             version = cred.version,
             expires_in = (cred.expires_at_ms - now) / 1000,
             reason = reason.as_str(),
+            confirmed,
+            serve_left_ms = serve_end - now,
             retry_in_ms = retry_at - now,
             "upstream returned the value already held"
         );
         Fetched { cred, rotated: false }
     }
 
-    /// Makes `cred` current unless a newer version is held, resets the failure state, plans the
-    /// next proactive refresh and tells waiters. Returns what is current afterwards.
+    /// [`Inner::install_observed`] for a value whose fetch we did not see (loaded, adopted).
     fn install(&self, slot: &Slot, cred: Arc<Credential>) -> Arc<Credential> {
+        self.install_observed(slot, cred, None)
+    }
+
+    /// Makes `cred` current unless a newer version is held, resets the failure state, plans the
+    /// next proactive refresh and tells waiters. Returns what is current afterwards. `fetched`
+    /// is what the fetch that produced `cred` said about its expiry; for values that stay the
+    /// same until they expire it times the check in the refresh window
+    /// ([`policy::aligned_check_at`]).
+    fn install_observed(
+        &self,
+        slot: &Slot,
+        cred: Arc<Credential>,
+        fetched: Option<ExpiryWindow>,
+    ) -> Arc<Credential> {
         if let Some(cur) = slot.current.load_full()
             && cur.version >= cred.version
         {
@@ -1025,14 +1103,18 @@ impl Inner {
         }
         let m = self.margins(slot, &cred);
         let jitter = policy::jitter_ms(m, &mut rand::thread_rng());
+        let window = fetched.filter(|_| slot.source.same_until_expiry());
+        let planned = policy::refresh_at(cred.expires_at_ms, m, jitter);
+        let planned = window.map_or(planned, |w| policy::aligned_check_at(planned, w));
         slot.current.store(Some(Arc::clone(&cred)));
         {
             let mut st = lock(&slot.state);
-            st.planned_refresh_ms = Some(policy::refresh_at(cred.expires_at_ms, m, jitter));
+            st.planned_refresh_ms = Some(planned);
             st.not_before_ms = None;
             st.failures = 0;
             st.last_error = None;
             st.last_class = None;
+            st.window = window.map(|w| (cred.version, w));
         }
         set_expiry_gauge(&slot.key, &cred, now_ms());
         slot.published.send_replace(cred.version);
@@ -1046,7 +1128,7 @@ impl Inner {
         let cur = slot.current.load_full();
         let lifetime_ms = cur.as_ref().map_or(7_200_000, |c| lifetime_of(c));
         let servable_left_ms = cur.as_ref().and_then(|c| {
-            let end = c.expires_at_ms - self.margins(slot, c).serve_margin_ms;
+            let end = self.serve_end(slot, c);
             (end > now).then_some(end - now)
         });
         let mut st = lock(&slot.state);

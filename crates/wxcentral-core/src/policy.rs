@@ -1,5 +1,5 @@
 //! The engine's timing rules as pure functions of times in unix milliseconds, so they can be
-//! checked exhaustively without a clock (DESIGN.md §2 rules 1, 2, 5 and 6).
+//! checked exhaustively without a clock (DESIGN.md §2 rules 1, 2, 4, 5 and 6).
 
 use crate::upstream::FaultClass;
 use rand::Rng;
@@ -60,6 +60,102 @@ fn secs(s: u64) -> i64 {
 /// Whether a value expiring at `expires_at_ms` may be handed out at `now_ms`.
 pub(crate) fn servable(expires_at_ms: i64, m: Margins, now_ms: i64) -> bool {
     now_ms < expires_at_ms - m.serve_margin_ms
+}
+
+/// Bounds of the guard kept before the expiry of a value WeChat confirmed to have no successor.
+const MIN_CONFIRMED_GUARD: i64 = 300;
+const MAX_CONFIRMED_GUARD: i64 = SEC;
+
+/// How close to its expiry a value may be served once WeChat, asked in the refresh window,
+/// answered with that same value (see [`confirmed_in_window`]).
+///
+/// The serve margin exists so that the proactive refresh can replace a value before callers
+/// hold one about to die. For a value WeChat hands out unchanged until it expires (tickets) no
+/// replacement exists before expiry, and the margin only turns into a hole in which nothing can
+/// be served (30 s every 2 h). What is left to protect is the caller's use of the value right
+/// after the read (signing a page, the browser's `wx.config`): a second at WeChat's lifetimes,
+/// scaled down for short ones but never below a few hundred milliseconds, and never more than
+/// the serve margin itself.
+pub(crate) fn confirmed_guard_ms(m: Margins, lifetime_ms: i64) -> i64 {
+    (lifetime_ms.max(1) / 100).clamp(MIN_CONFIRMED_GUARD, MAX_CONFIRMED_GUARD).min(m.serve_margin_ms)
+}
+
+/// The last moment a value expiring at `expires_at_ms` is handed out: the serve margin before
+/// expiry, or only the [`confirmed_guard_ms`] once WeChat confirmed it has no successor.
+pub(crate) fn serve_end(expires_at_ms: i64, m: Margins, lifetime_ms: i64, confirmed: bool) -> i64 {
+    let margin = if confirmed { confirmed_guard_ms(m, lifetime_ms) } else { m.serve_margin_ms };
+    expires_at_ms - margin
+}
+
+/// Where WeChat's real expiry of a value lies, `earliest_ms <= expiry < latest_ms`.
+///
+/// The engine's `expires_at` is the earliest bound (safe to serve against); the latest bound is
+/// when a value that stays the same until it expires can first be replaced, so the fetch of its
+/// successor goes there and not a rounding error earlier, where it would get the old value back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ExpiryWindow {
+    pub earliest_ms: i64,
+    pub latest_ms: i64,
+}
+
+/// What one answer says: `expires_in` whole seconds left, rounded down, counted by WeChat at
+/// some moment between `sent_ms` and `received_ms`.
+pub(crate) fn observe_expiry(sent_ms: i64, received_ms: i64, expires_in_secs: u64) -> ExpiryWindow {
+    let left = secs(expires_in_secs);
+    ExpiryWindow {
+        earliest_ms: sent_ms.saturating_add(left),
+        latest_ms: received_ms.max(sent_ms).saturating_add(left).saturating_add(SEC),
+    }
+}
+
+impl ExpiryWindow {
+    /// Both answers at once. If they cannot both hold (a clock step, or WeChat changed its mind
+    /// about the value), the newer answer `other` alone is believed.
+    pub(crate) fn narrow(self, other: Self) -> Self {
+        let both = Self {
+            earliest_ms: self.earliest_ms.max(other.earliest_ms),
+            latest_ms: self.latest_ms.min(other.latest_ms),
+        };
+        if both.earliest_ms < both.latest_ms { both } else { other }
+    }
+}
+
+/// Where in a second the confirmation is sent, past the latest expiry of a value issued at our
+/// own fetch (a few milliseconds absorb clock drift between us and WeChat).
+const CHECK_PHASE_MS: i64 = 20;
+
+/// When to ask WeChat for a value that stays the same until it expires, given the proactive
+/// plan `planned_ms` and the window its fetch left. Up to a second earlier than planned, at the
+/// phase where WeChat's rounded-down `expires_in` tells whether the value was issued at our
+/// fetch (the usual case: we fetch just after the previous one expired). If so the answer pins
+/// the expiry to within the two round trips, instead of the second that rounding leaves, and
+/// the next fetch waits that much less after expiry. No extra call: only the timing moves.
+pub(crate) fn aligned_check_at(planned_ms: i64, fetched: ExpiryWindow) -> i64 {
+    // A value issued at our fetch expires at latest − 1 s at the latest.
+    let anchor = fetched.latest_ms - SEC + CHECK_PHASE_MS;
+    if anchor <= planned_ms {
+        return planned_ms;
+    }
+    let back = (anchor - planned_ms + SEC - 1) / SEC;
+    anchor - back * SEC
+}
+
+/// From when an answer with the value already held counts as WeChat's confirmation that no
+/// newer value comes before expiry: the earliest the proactive check can run (full jitter, then
+/// alignment). Earlier answers (a report at mid-life) leave the proactive check to come.
+pub(crate) fn confirmed_in_window(expires_at_ms: i64, m: Margins, now_ms: i64) -> bool {
+    now_ms >= expires_at_ms - m.refresh_before_ms - m.refresh_before_ms / 10 - SEC
+}
+
+/// Slack after the latest possible expiry before fetching the successor: clock drift between
+/// us and WeChat since the answers that bound it.
+const AFTER_EXPIRY_MS: i64 = 100;
+
+/// When to fetch the successor of a value that stays the same until it expires: just after
+/// its latest possible expiry, so the one fetch gets the new value (never at once: the answer
+/// that produced `window` came just now).
+pub(crate) fn successor_fetch_at(window: ExpiryWindow, now_ms: i64) -> i64 {
+    window.latest_ms.max(now_ms) + AFTER_EXPIRY_MS
 }
 
 /// Up to a tenth of the refresh margin, so that apps fetched together drift apart without any
@@ -146,7 +242,7 @@ pub(crate) fn jittered_backoff_ms(f: Failure, rng: &mut impl Rng) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
+    use rand::{Rng, SeedableRng};
 
     const H2: i64 = 7200 * SEC;
 
@@ -220,6 +316,100 @@ mod tests {
         assert!(servable(10_000, m, 9_599));
         assert!(!servable(10_000, m, 9_600));
         assert!(!servable(10_000, m, 20_000));
+    }
+
+    #[test]
+    fn confirmed_values_are_served_up_to_a_small_guard() {
+        // WeChat's 2 h: one second instead of thirty.
+        let m = margins(H2, None, None, None);
+        assert_eq!(confirmed_guard_ms(m, H2), SEC);
+        assert_eq!(serve_end(H2, m, H2, false), H2 - 30 * SEC);
+        assert_eq!(serve_end(H2, m, H2, true), H2 - SEC);
+        // Lifetimes of seconds: a few hundred milliseconds, never more than the serve margin.
+        assert_eq!(confirmed_guard_ms(margins(6 * SEC, None, None, None), 6 * SEC), 300);
+        assert_eq!(confirmed_guard_ms(margins(60 * SEC, None, None, None), 60 * SEC), 600);
+        assert_eq!(confirmed_guard_ms(margins(2 * SEC, None, None, None), 2 * SEC), 200);
+        assert_eq!(confirmed_guard_ms(margins(H2, None, Some(0), None), H2), 0);
+        for lifetime in [1, 999, 4 * SEC, 60 * SEC, H2, 30 * 86_400 * SEC] {
+            for sm in [None, Some(0), Some(1), Some(30), Some(100_000)] {
+                let m = margins(lifetime, None, sm, None);
+                let g = confirmed_guard_ms(m, lifetime);
+                assert!((0..=SEC).contains(&g) && g <= m.serve_margin_ms, "{lifetime} {m:?} {g}");
+                assert!(serve_end(lifetime, m, lifetime, true) >= serve_end(lifetime, m, lifetime, false));
+            }
+        }
+    }
+
+    #[test]
+    fn the_check_window_starts_with_the_earliest_proactive_check() {
+        let m = margins(H2, None, None, None);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..1000 {
+            let planned = refresh_at(H2, m, jitter_ms(m, &mut rng));
+            let w = ExpiryWindow { earliest_ms: H2, latest_ms: H2 + rng.gen_range(0..=2 * SEC) };
+            assert!(confirmed_in_window(H2, m, aligned_check_at(planned, w)));
+        }
+        // A report at mid-life is not a confirmation.
+        assert!(!confirmed_in_window(H2, m, H2 / 2));
+        assert!(!confirmed_in_window(H2, m, H2 - 720 * SEC - 72 * SEC - SEC - 1));
+    }
+
+    #[test]
+    fn expiry_windows_bound_wechats_rounded_answers() {
+        assert_eq!(
+            observe_expiry(1_000, 1_040, 7200),
+            ExpiryWindow { earliest_ms: 7_201_000, latest_ms: 7_202_040 }
+        );
+        let a = ExpiryWindow { earliest_ms: 100, latest_ms: 1_100 };
+        assert_eq!(
+            a.narrow(ExpiryWindow { earliest_ms: 600, latest_ms: 1_600 }),
+            ExpiryWindow { earliest_ms: 600, latest_ms: 1_100 }
+        );
+        // Answers that cannot both hold: the newer one wins.
+        let late = ExpiryWindow { earliest_ms: 5_000, latest_ms: 6_000 };
+        assert_eq!(a.narrow(late), late);
+        assert_eq!(successor_fetch_at(a, 0), 1_100 + AFTER_EXPIRY_MS);
+        assert_eq!(successor_fetch_at(a, 5_000), 5_000 + AFTER_EXPIRY_MS);
+    }
+
+    /// WeChat's side modelled: a value expiring at `real` answered at `t` says
+    /// `floor((real - t) / 1000)` seconds.
+    fn answer(real: i64, t: i64) -> u64 {
+        u64::try_from((real - t).div_euclid(SEC)).unwrap()
+    }
+
+    #[test]
+    fn the_aligned_check_pins_the_expiry_of_a_value_issued_at_our_fetch() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for lifetime in [6 * SEC, 60 * SEC, H2] {
+            let m = margins(lifetime, None, None, None);
+            for _ in 0..5000 {
+                let issued_here = rng.gen_bool(0.5);
+                let s1 = 1_700_000_000_000 + rng.gen_range(0..SEC);
+                let (lat1, lat2) = (rng.gen_range(0..300), rng.gen_range(0..300));
+                let t1 = s1 + rng.gen_range(0..=lat1);
+                let r1 = s1 + lat1;
+                // Issued at our fetch (WeChat's full lifetime), or earlier by someone else.
+                let real =
+                    if issued_here { t1 + lifetime } else { t1 + lifetime - rng.gen_range(1..SEC * 5) };
+                let w1 = observe_expiry(s1, r1, answer(real, t1));
+                assert!(w1.earliest_ms <= real && real < w1.latest_ms);
+                let planned = refresh_at(w1.earliest_ms, m, jitter_ms(m, &mut rng));
+                let s2 = aligned_check_at(planned, w1);
+                assert!(s2 <= planned && s2 > planned - SEC, "{planned} {s2}");
+                assert!(confirmed_in_window(w1.earliest_ms, m, s2));
+                let delay = rng.gen_range(0..50); // timer and store before the call
+                let t2 = s2 + delay + rng.gen_range(0..=lat2);
+                let r2 = s2 + delay + lat2;
+                let w = w1.narrow(observe_expiry(s2 + delay, r2, answer(real, t2)));
+                assert!(w.earliest_ms <= real && real < w.latest_ms, "{w:?} {real}");
+                let fetch = successor_fetch_at(w, r2);
+                assert!(fetch > real);
+                let slack =
+                    if issued_here { lat1 + CHECK_PHASE_MS + delay + lat2 } else { SEC + lat1 + lat2 };
+                assert!(w.latest_ms - real <= slack, "{} > {slack} ({issued_here})", w.latest_ms - real);
+            }
+        }
     }
 
     #[test]
