@@ -806,7 +806,21 @@ impl Inner {
         let deadline = tokio::time::Instant::now() + ttl + Duration::from_secs(1);
         loop {
             match self.store.try_lease(&name, &self.config.node_id, ttl).await {
-                Ok(true) => return LeaseOutcome::Held(name),
+                Ok(true) => {
+                    // The look at the store must come under the lease: a holder that wrote
+                    // its value and let go between our last look and this lease would
+                    // otherwise be followed by a second fetch of what it just fetched.
+                    if let Ok(stored) = self.store.get_credential(&slot.key).await
+                        && let Some(s) = self.adopt_if_newer(slot, stored)
+                        && self.satisfies(slot, reason, seen, &s, now_ms())
+                    {
+                        if let Err(e) = self.store.release_lease(&name, &self.config.node_id).await {
+                            tracing::warn!(lease = name, error = %e, "lease release failed; it expires by itself");
+                        }
+                        return LeaseOutcome::Adopted(s);
+                    }
+                    return LeaseOutcome::Held(name);
+                }
                 Ok(false) => {}
                 Err(e) => {
                     // A store hiccup must not stop refreshes: a duplicate fetch is better than
