@@ -138,6 +138,11 @@ impl IntoResponse for ApiError {
         let retry_after = self.retry_after();
         let mut response =
             (status, Json(ErrorBody { error: ErrorDetail { code, message, errcode } })).into_response();
+        if matches!(self, Self::PayloadTooLarge) {
+            // The rest of the body is still on the wire and will not be read: tell the client
+            // this connection is done, or its next request races the close.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(after) = retry_after {
             let secs = after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

@@ -59,6 +59,7 @@ async fn auth_scopes_and_error_table() {
     let huge = format!("{{\"invalid\":\"{}\"}}", "x".repeat(200 * 1024));
     let r = c.post(&refresh).bearer_auth(REFRESHER_KEY).body(huge).send().await.unwrap();
     assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["connection"], "close", "the unread rest of the body ends the connection");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "payload_too_large");
 
