@@ -91,7 +91,7 @@ pub struct CredentialStatus {
 /// The result of [`Engine::force_refresh_detailed`].
 #[derive(Clone, Debug)]
 pub struct ForcedRefresh {
-    pub credential: Credential,
+    pub credential: Arc<Credential>,
     /// False when WeChat handed back the value already held: for stable tokens that is how it
     /// answers a `force_refresh` over its limit (20 a day, 30 s apart).
     pub rotated: bool,
@@ -359,20 +359,27 @@ impl Engine {
     /// closer than the serve margin to its expiry, or for a ticket WeChat confirmed to have no
     /// successor before it expires, than a small guard: with nothing servable it waits up to
     /// `read_wait` for the refresh, then answers [`Error::Unavailable`].
-    pub async fn get(&self, appid: &str, kind: CredentialKind) -> Result<Credential> {
-        self.inner.get(appid, kind, self.inner.config.read_wait).await.map(|c| (*c).clone())
+    ///
+    /// The value comes shared, as held: reads are the hot path and copy nothing.
+    pub async fn get(&self, appid: &str, kind: CredentialKind) -> Result<Arc<Credential>> {
+        self.inner.get(appid, kind, self.inner.config.read_wait).await
     }
 
     /// Compare-and-refresh: `value` was rejected by WeChat. Returns the current value without an
     /// upstream call if `value` is no longer current; concurrent reports of the current value
     /// share one refresh.
-    pub async fn report_invalid(&self, appid: &str, kind: CredentialKind, value: &str) -> Result<Credential> {
-        self.inner.report_invalid(appid, kind, value).await.map(|c| (*c).clone())
+    pub async fn report_invalid(
+        &self,
+        appid: &str,
+        kind: CredentialKind,
+        value: &str,
+    ) -> Result<Arc<Credential>> {
+        self.inner.report_invalid(appid, kind, value).await
     }
 
     /// Refreshes now whatever is held (admin action). Stable tokens use `force_refresh`, which
     /// WeChat limits; see [`Engine::force_refresh_detailed`] to learn whether it rotated.
-    pub async fn force_refresh(&self, appid: &str, kind: CredentialKind) -> Result<Credential> {
+    pub async fn force_refresh(&self, appid: &str, kind: CredentialKind) -> Result<Arc<Credential>> {
         self.force_refresh_detailed(appid, kind).await.map(|f| f.credential)
     }
 
@@ -639,14 +646,14 @@ impl Inner {
                 }
                 Begin::Join { flight, created: true } => {
                     return match flight.await {
-                        Ok(f) => Ok(ForcedRefresh { credential: (*f.cred).clone(), rotated: f.rotated }),
+                        Ok(f) => Ok(ForcedRefresh { credential: f.cred, rotated: f.rotated }),
                         Err(e) => Err(match e.upstream {
                             Some(u) => u.into_error(),
                             None => self.unavailable(&slot, e.retry_at_ms - now_ms(), Some(e.short)),
                         }),
                     };
                 }
-                Begin::Ready(c) => return Ok(ForcedRefresh { credential: (*c).clone(), rotated: false }),
+                Begin::Ready(c) => return Ok(ForcedRefresh { credential: c, rotated: false }),
                 Begin::Gated { until_ms, reason, .. } => {
                     return Err(self.unavailable(&slot, until_ms - now_ms(), reason));
                 }

@@ -3,11 +3,11 @@
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::state::AppState;
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use serde::de::DeserializeOwned;
@@ -16,15 +16,18 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 use utoipa::ToSchema;
+use wechat_proto::Secret;
 use wxcentral_core::{Credential, CredentialKind};
 
+// Borrows the held value, so a read copies nothing, and its `Debug` shows no value.
 /// A credential value as served to clients.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CredentialResponse {
-    pub appid: String,
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CredentialResponse<'a> {
+    pub appid: &'a str,
     /// access_token, jsapi_ticket, wx_card_ticket or component_access_token.
-    pub kind: String,
-    pub value: String,
+    pub kind: &'static str,
+    #[schema(value_type = String)]
+    pub value: &'a Secret,
     /// Unix seconds at which WeChat stops accepting the value.
     pub expires_at: i64,
     /// Seconds from now to `expires_at`.
@@ -33,15 +36,30 @@ pub struct CredentialResponse {
     pub version: u64,
 }
 
-impl CredentialResponse {
-    pub fn new(appid: &str, kind: CredentialKind, cred: &Credential) -> Self {
+impl<'a> CredentialResponse<'a> {
+    pub fn new(appid: &'a str, kind: CredentialKind, cred: &'a Credential) -> Self {
         Self {
-            appid: appid.to_owned(),
-            kind: kind.as_str().to_owned(),
-            value: cred.value.expose().clone(),
+            appid,
+            kind: kind.as_str(),
+            value: &cred.value,
             expires_at: cred.expires_at_ms.div_euclid(1000),
             expires_in: (cred.expires_at_ms - now_ms()).div_euclid(1000).max(0),
             version: cred.version,
+        }
+    }
+
+    /// The 200 response: the JSON written once into a buffer that fits it.
+    pub fn into_response(self) -> Response {
+        let mut body = Vec::with_capacity(96 + self.appid.len() + self.value.expose().len());
+        match serde_json::to_writer(&mut body, &self) {
+            Ok(()) => {
+                let mut response = Response::new(Body::from(body));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
+            }
+            Err(e) => ApiError::Internal(format!("credential response: {e}")).into_response(),
         }
     }
 }
@@ -130,7 +148,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 }
 
 /// Kinds served under `/v1/apps/{appid}/…`.
-fn app_kind(appid: &str, kind: &str) -> Result<CredentialKind> {
+pub(crate) fn app_kind(appid: &str, kind: &str) -> Result<CredentialKind> {
     match CredentialKind::from_str(kind) {
         Ok(
             k @ (CredentialKind::AccessToken | CredentialKind::JsapiTicket | CredentialKind::WxCardTicket),
@@ -186,7 +204,7 @@ pub async fn list_apps(State(state): State<AppState>, headers: HeaderMap) -> Res
     get, path = "/v1/apps/{appid}/{kind}", tag = "credentials",
     params(("appid" = String, Path), ("kind" = String, Path, description = "access_token | jsapi_ticket | wx_card_ticket")),
     responses(
-        (status = 200, body = CredentialResponse),
+        (status = 200, body = CredentialResponse<'_>),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "unknown_app or unknown_credential", body = ErrorBody),
         (status = 503, description = "credential_unavailable, with Retry-After", body = ErrorBody),
@@ -197,12 +215,28 @@ pub async fn get_credential(
     State(state): State<AppState>,
     Path((appid, kind)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Result<Json<CredentialResponse>> {
-    let client = state.clients().authenticate(&headers)?;
-    client.check_app(&appid)?;
-    let kind = app_kind(&appid, &kind)?;
-    let cred = state.engine().get(&appid, kind).await?;
-    Ok(Json(CredentialResponse::new(&appid, kind, &cred)))
+) -> Response {
+    read_credential(&state, &headers, &appid, &kind).await
+}
+
+/// The credential read, shared by the route above and the fast path in [`crate::front`]:
+/// authentication, then scope, then existence, then the engine.
+pub(crate) async fn read_credential(
+    state: &AppState,
+    headers: &HeaderMap,
+    appid: &str,
+    kind: &str,
+) -> Response {
+    let read = async {
+        let client = state.clients().authenticate(headers)?;
+        client.check_app(appid)?;
+        let kind = app_kind(appid, kind)?;
+        Ok::<_, ApiError>((kind, state.engine().get(appid, kind).await?))
+    };
+    match read.await {
+        Ok((kind, cred)) => CredentialResponse::new(appid, kind, &cred).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 #[utoipa::path(
@@ -210,7 +244,7 @@ pub async fn get_credential(
     params(("appid" = String, Path), ("kind" = String, Path)),
     request_body(content = Option<RefreshRequest>, description = "With `invalid`: compare-and-refresh (keys with `refresh`). Without a body: forced refresh (admin keys)."),
     responses(
-        (status = 200, description = "The current value after the report or refresh", body = CredentialResponse),
+        (status = 200, description = "The current value after the report or refresh", body = CredentialResponse<'_>),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 502, description = "upstream_rejected, with errcode", body = ErrorBody),
@@ -223,7 +257,7 @@ pub async fn refresh_credential(
     Path((appid, kind)): Path<(String, String)>,
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Json<CredentialResponse>> {
+) -> Result<Response> {
     let client = state.clients().authenticate(&headers)?;
     client.check_app(&appid)?;
     let kind = app_kind(&appid, &kind)?;
@@ -241,7 +275,7 @@ pub async fn refresh_credential(
         }
         state.engine().report_invalid(&appid, kind, &req.invalid).await?
     };
-    Ok(Json(CredentialResponse::new(&appid, kind, &cred)))
+    Ok(CredentialResponse::new(&appid, kind, &cred).into_response())
 }
 
 #[utoipa::path(
@@ -303,4 +337,22 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // Seconds-to-expiry gauges move with the clock, not only on refresh.
     state.engine().update_gauges();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics().render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_responses_show_no_value_in_debug() {
+        let cred = Credential {
+            value: Secret::new("TOKEN-VALUE-123".to_owned()),
+            expires_at_ms: 7_200_000,
+            fetched_at_ms: 0,
+            version: 7,
+        };
+        let r = CredentialResponse::new("wx1", CredentialKind::AccessToken, &cred);
+        assert!(!format!("{r:?}").contains("TOKEN-VALUE-123"), "{r:?}");
+        assert!(serde_json::to_string(&r).unwrap().contains("\"value\":\"TOKEN-VALUE-123\""));
+    }
 }

@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod front;
 pub mod offline;
 pub mod openapi;
 pub mod sandbox;
@@ -26,9 +27,9 @@ use crate::auth::Clients;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::AppState;
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::{Router, ServiceExt};
 use std::future::Future;
 use std::time::Duration;
 use tower_http::trace::TraceLayer;
@@ -61,23 +62,27 @@ pub async fn build_state(config: &Config) -> Result<AppState, ServerError> {
 }
 
 /// All routes, with the body limit, request metrics and secret-free request spans.
+/// [`serve`] puts the credential fast path of [`front::Front`] in front of it.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit();
     Router::new()
         .route("/v1/apps", get(api::list_apps))
         .route("/v1/apps/{appid}/jssdk_config", post(api::jssdk_config))
-        .route("/v1/apps/{appid}/{kind}", get(api::get_credential))
+        .route(front::CREDENTIAL_ROUTE, get(api::get_credential))
         .route("/v1/apps/{appid}/{kind}/refresh", post(api::refresh_credential))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
-        .route("/openapi.json", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi::document()) }))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi::document()) }),
+        )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
-        .route_layer(axum::middleware::from_fn(telemetry::track_http))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), telemetry::track_http))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+            telemetry::request_span(req.method(), req.uri().path())
         }))
         .with_state(state)
 }
@@ -90,7 +95,8 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let engine = state.engine().clone();
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    let front = front::Front::new(router(state.clone()), state);
+    axum::serve(listener, front.into_make_service()).with_graceful_shutdown(shutdown).await?;
     engine.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -18,7 +18,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         api::metrics,
     ),
     components(schemas(
-        api::CredentialResponse,
+        api::CredentialResponse<'_>,
         api::RefreshRequest,
         api::JssdkConfigRequest,
         api::JssdkConfigResponse,

@@ -1,6 +1,7 @@
 //! Shared state of the HTTP handlers.
 
 use crate::auth::Clients;
+use crate::telemetry::HttpMetrics;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use wxcentral_core::Engine;
@@ -14,12 +15,13 @@ struct Inner {
     engine: Arc<Engine>,
     clients: Clients,
     metrics: PrometheusHandle,
+    http_metrics: HttpMetrics,
     body_limit: usize,
 }
 
 impl AppState {
     pub fn new(engine: Arc<Engine>, clients: Clients, metrics: PrometheusHandle, body_limit: usize) -> Self {
-        Self(Arc::new(Inner { engine, clients, metrics, body_limit }))
+        Self(Arc::new(Inner { engine, clients, metrics, http_metrics: HttpMetrics::default(), body_limit }))
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -32,6 +34,10 @@ impl AppState {
 
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.0.metrics
+    }
+
+    pub fn http_metrics(&self) -> &HttpMetrics {
+        &self.0.http_metrics
     }
 
     pub fn body_limit(&self) -> usize {

@@ -73,7 +73,7 @@ async fn restart_on_the_same_sqlite_file_makes_zero_upstream_calls() {
     drop(engine);
     let store = SqliteStore::open(&path).await.unwrap();
     let stored = store.get_credential(&wxcentral_core::CredentialKey::new("wxa", AT)).await.unwrap().unwrap();
-    assert_eq!(stored, forced);
+    assert_eq!(stored, *forced);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
