@@ -2,7 +2,10 @@
 //! credential-shaped JSON body, i.e. the cost of HTTP alone. wxcentral's throughput is quoted as
 //! a ratio to this one, measured in the same run.
 //!
-//! `cargo run --release -p wxcentral --example bare_hyper -- 127.0.0.1:8099`
+//! `cargo run --release -p wxcentral --example bare_hyper -- 127.0.0.1:8099 [BODY_FILE]`
+//!
+//! With `BODY_FILE` it answers that file's bytes (the bench passes wxcentral's own response, so
+//! both send the same JSON); without it, a credential of typical size.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -17,16 +20,20 @@ const BODY: &str = r#"{"appid":"wxbench0000000000000","kind":"access_token","val
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8099".into());
+    let body: &'static [u8] = match std::env::args().nth(2) {
+        Some(path) => Vec::leak(std::fs::read(path)?),
+        None => BODY.as_bytes(),
+    };
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("bare hyper on {addr}");
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
-            let service = service_fn(|_req| async {
+            let service = service_fn(move |_req| async move {
                 Ok::<_, Infallible>(
                     Response::builder()
                         .header(header::CONTENT_TYPE, "application/json")
-                        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+                        .body(Full::new(Bytes::from_static(body)))
                         .unwrap_or_default(),
                 )
             });
