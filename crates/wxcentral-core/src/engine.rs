@@ -20,7 +20,7 @@ use crate::policy::{self, ExpiryWindow, Failure, Margins};
 use crate::quota::{ms_until_next_day, wechat_day};
 use crate::store::Store;
 use crate::upstream::{FaultClass, Upstream, UpstreamError};
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use serde::Serialize;
@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -237,7 +237,10 @@ fn lifetime_of(cred: &Credential) -> i64 {
     cred.lifetime_ms().max(1)
 }
 
-type AppSlots = HashMap<CredentialKind, Arc<Slot>>;
+// foldhash rather than SipHash: keys are configured appids, lookups never insert, so there is
+// no collision flood to resist, and the hash is a visible part of every read.
+type AppSlots = HashMap<CredentialKind, Arc<Slot>, foldhash::fast::RandomState>;
+type SlotMap = HashMap<String, AppSlots, foldhash::fast::RandomState>;
 
 /// How much earlier than the held expiry WeChat may report the same value's expiry before we
 /// believe it: its whole-second rounding plus a generous round trip.
@@ -247,9 +250,9 @@ struct Inner {
     store: Arc<dyn Store>,
     upstream: Upstream,
     config: EngineConfig,
-    /// Built at start; authorizers will be added at runtime, hence the lock (held only to clone
-    /// an `Arc`).
-    slots: RwLock<HashMap<String, AppSlots>>,
+    /// Built at start; authorizers will be added at runtime by copy and swap. Every read looks a
+    /// slot up here, so readers take no lock and share no counter.
+    slots: ArcSwap<SlotMap>,
     cancel: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     next_flight: AtomicU64,
@@ -286,7 +289,7 @@ impl Engine {
         upstream: Upstream,
         config: EngineConfig,
     ) -> Result<Arc<Self>> {
-        let mut slots: HashMap<String, AppSlots> = HashMap::new();
+        let mut slots = SlotMap::default();
         for app in &apps {
             if app.appid.is_empty() {
                 return Err(Error::Config("app with an empty appid".into()));
@@ -294,7 +297,7 @@ impl Engine {
             if slots.contains_key(&app.appid) {
                 return Err(Error::Config(format!("app {} is configured twice", app.appid)));
             }
-            let mut kinds = AppSlots::new();
+            let mut kinds = AppSlots::default();
             for kind in app.kinds() {
                 let source = match kind.ticket_type() {
                     Some(t) => Source::Ticket(t),
@@ -310,7 +313,7 @@ impl Engine {
             store,
             upstream,
             config,
-            slots: RwLock::new(slots),
+            slots: ArcSwap::from_pointee(slots),
             cancel: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
             next_flight: AtomicU64::new(1),
@@ -330,15 +333,11 @@ impl Engine {
                 inner.install(&slot, Arc::new(cred));
             }
         }
-        let all: Vec<Arc<Slot>> = inner
-            .slots
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .flat_map(|a| a.values().cloned())
+        let handles: Vec<JoinHandle<()>> = inner
+            .all_slots()
+            .into_iter()
+            .map(|slot| tokio::spawn(Arc::clone(&inner).run_loop(slot)))
             .collect();
-        let handles: Vec<JoinHandle<()>> =
-            all.into_iter().map(|slot| tokio::spawn(Arc::clone(&inner).run_loop(slot))).collect();
         lock(&inner.tasks).extend(handles);
         Ok(Arc::new(Self { apps, inner }))
     }
@@ -486,13 +485,13 @@ impl Slot {
 
 impl Inner {
     fn slot(&self, appid: &str, kind: CredentialKind) -> Result<Arc<Slot>> {
-        let slots = self.slots.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slots = self.slots.load();
         let app = slots.get(appid).ok_or_else(|| Error::UnknownApp(appid.to_owned()))?;
         app.get(&kind).cloned().ok_or_else(|| Error::UnknownCredential { appid: appid.to_owned(), kind })
     }
 
     fn all_slots(&self) -> Vec<Arc<Slot>> {
-        let slots = self.slots.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slots = self.slots.load();
         slots.values().flat_map(|a| a.values().cloned()).collect()
     }
 
