@@ -223,10 +223,27 @@ pub struct AuthorizerTokenResponse {
     pub authorizer_refresh_token: Secret,
 }
 
-/// `GET /cgi-bin/get_api_domain_ip`.
+/// `?access_token=…`: the query of every business API that takes the account's token
+/// (`get_api_domain_ip`, `getwxacodeunlimit`, `getuserphonenumber`, `subscribe/send`, …).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessTokenQuery {
+    pub access_token: Secret,
+}
+
+/// `GET /cgi-bin/get_api_domain_ip` takes an [`AccessTokenQuery`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiDomainIpResponse {
     pub ip_list: Vec<String>,
+}
+
+/// `GET /cgi-bin/user/info` query.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserInfoQuery {
+    pub access_token: Secret,
+    pub openid: String,
+    /// `zh_CN` (WeChat's default), `zh_TW` or `en`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
 }
 
 /// `GET /cgi-bin/user/info?access_token=…&openid=…&lang=…`.
@@ -250,6 +267,20 @@ pub struct WxaCodeUnlimitRequest {
     pub page: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub width: Option<u32>,
+}
+
+/// The grant of the code exchanges (`jscode2session`, web OAuth).
+pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
+
+/// `GET /sns/jscode2session` query: a mini program's login code for a session. It takes the
+/// app secret, not a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JsCode2SessionQuery {
+    pub appid: String,
+    pub secret: Secret,
+    pub js_code: String,
+    /// Always [`GRANT_AUTHORIZATION_CODE`].
+    pub grant_type: String,
 }
 
 /// `GET /sns/jscode2session?appid&secret&js_code&grant_type=authorization_code`.
@@ -296,6 +327,16 @@ pub struct SubscribeSendRequest {
     pub page: Option<String>,
     #[serde(default)]
     pub data: serde_json::Value,
+}
+
+/// `GET /sns/oauth2/access_token` query (web OAuth): a user's consent code for a user token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OAuth2AccessTokenQuery {
+    pub appid: String,
+    pub secret: Secret,
+    pub code: String,
+    /// Always [`GRANT_AUTHORIZATION_CODE`].
+    pub grant_type: String,
 }
 
 /// `GET /sns/oauth2/access_token?appid&secret&code&grant_type=authorization_code` (web OAuth).

@@ -21,6 +21,19 @@ async fn get_api_domain_ip_and_user_info() {
         !ips.is_empty() && ips.iter().all(|ip| ip.as_str().unwrap().parse::<std::net::Ipv4Addr>().is_ok())
     );
 
+    // The typed query of wechat-proto is what the endpoint reads.
+    let query = wechat_proto::api::UserInfoQuery {
+        access_token: t.as_str().into(),
+        openid: "oUser1".into(),
+        lang: Some("en".into()),
+    };
+    let r = sim.c.get(sim.url("/cgi-bin/user/info")).query(&query).send().await.unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["openid"], "oUser1");
+    assert_eq!(v["language"], "en");
+    let ip_query = wechat_proto::api::AccessTokenQuery { access_token: t.as_str().into() };
+    let r = sim.c.get(sim.url("/cgi-bin/get_api_domain_ip")).query(&ip_query).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     let (_, v) = sim.get(&format!("/cgi-bin/user/info?access_token={t}&openid=oUser1&lang=zh_CN")).await;
     assert_eq!(v["openid"], "oUser1");
     assert_eq!(v["subscribe"], 1);
@@ -92,7 +105,14 @@ async fn jscode2session_checks_the_secret_and_spends_the_code() {
             "/sns/jscode2session?appid={APPID}&secret={secret}&js_code={code}&grant_type=authorization_code"
         )
     };
-    let (_, v) = sim.get(&q(SECRET, "code-1")).await;
+    let query = wechat_proto::api::JsCode2SessionQuery {
+        appid: APPID.into(),
+        secret: SECRET.into(),
+        js_code: "code-1".into(),
+        grant_type: wechat_proto::api::GRANT_AUTHORIZATION_CODE.into(),
+    };
+    let r = sim.c.get(sim.url("/sns/jscode2session")).query(&query).send().await.unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
     let typed: wechat_proto::api::JsCode2SessionResponse = serde_json::from_value(v.clone()).unwrap();
     assert!(typed.openid.starts_with('o') && typed.openid.len() == 28, "{v}");
     assert_eq!(typed.session_key.expose().len(), 24);
@@ -137,7 +157,14 @@ async fn phone_number_subscribe_send_and_oauth() {
     let q = format!(
         "/sns/oauth2/access_token?appid={APPID}&secret={SECRET}&code=oc1&grant_type=authorization_code"
     );
-    let (_, v) = sim.get(&q).await;
+    let query = wechat_proto::api::OAuth2AccessTokenQuery {
+        appid: APPID.into(),
+        secret: SECRET.into(),
+        code: "oc1".into(),
+        grant_type: wechat_proto::api::GRANT_AUTHORIZATION_CODE.into(),
+    };
+    let r = sim.c.get(sim.url("/sns/oauth2/access_token")).query(&query).send().await.unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
     let typed: wechat_proto::api::OAuth2AccessTokenResponse = serde_json::from_value(v.clone()).unwrap();
     assert_eq!(typed.expires_in, 7200);
     assert!(typed.openid.starts_with('o'));
