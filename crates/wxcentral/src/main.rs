@@ -47,7 +47,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are not failures.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {}", usage_error_line(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Sandbox { listen, data } => runtime().and_then(|rt| {
@@ -73,6 +84,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap's usage error as the one `error: …` line every failing verb prints (operators grep
+/// for it and scripts test for exit 1), without the usage block that follows it.
+fn usage_error_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let message = text.split("\nUsage:").next().unwrap_or(&text);
+    let message = message.trim_start().strip_prefix("error:").unwrap_or(message);
+    let mut line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    line.push_str(" (see --help)");
+    line
 }
 
 fn serve(path: &std::path::Path) -> Result<(), String> {

@@ -192,9 +192,27 @@ fn failures_exit_1_with_one_error_line_and_no_secrets() {
 }
 
 #[test]
-fn missing_flags_are_usage_errors() {
-    // clap reports usage errors itself (exit 2), before any verb runs.
+fn usage_errors_are_one_error_line_and_exit_1() {
+    for args in [
+        &["sign", "url", "--token", "AAAAA"][..],
+        &["sign", "jssdk", "--ticket", "T", "--noncestr", "N", "--timestamp", "soon", "--url", "https://x/"],
+        &["crypto", "decrypt", "--token", "T"],
+        &["sign", "url", "--token", "T", "--timestamp", "1", "--nonce", "n", "--bogus"],
+        &["no-such-verb"],
+    ] {
+        let out = wxcentral(args, b"");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains("(see --help)"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
     let out = wxcentral(&["sign", "url", "--token", "AAAAA"], b"");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--timestamp"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--timestamp") && stderr.contains("--nonce"), "names what is missing: {stderr}");
+    assert!(!stderr.contains("AAAAA"), "echoes no value: {stderr}");
+    // Help is not a failure.
+    let out = wxcentral(&["sign", "--help"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("jssdk"));
 }
