@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use utoipa::ToSchema;
 use wechat_proto::Secret;
@@ -37,30 +38,32 @@ pub struct CredentialResponse<'a> {
 }
 
 impl<'a> CredentialResponse<'a> {
-    pub fn new(appid: &'a str, kind: CredentialKind, cred: &'a Credential) -> Self {
+    pub fn new(appid: &'a str, kind: CredentialKind, cred: &'a Credential, now_ms: i64) -> Self {
         Self {
             appid,
             kind: kind.as_str(),
             value: &cred.value,
             expires_at: cred.expires_at_ms.div_euclid(1000),
-            expires_in: (cred.expires_at_ms - now_ms()).div_euclid(1000).max(0),
+            expires_in: crate::render::expires_in(cred, now_ms),
             version: cred.version,
         }
     }
+}
 
-    /// The 200 response: the JSON written once into a buffer that fits it.
-    pub fn into_response(self) -> Response {
-        let mut body = Vec::with_capacity(96 + self.appid.len() + self.value.expose().len());
-        match serde_json::to_writer(&mut body, &self) {
-            Ok(()) => {
-                let mut response = Response::new(Body::from(body));
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                response
-            }
-            Err(e) => ApiError::Internal(format!("credential response: {e}")).into_response(),
+/// The 200 answer of a credential read or refresh, its body rendered once per value.
+fn credential_response(
+    state: &AppState,
+    appid: &str,
+    kind: CredentialKind,
+    cred: &Arc<Credential>,
+) -> Response {
+    match state.rendered().body(appid, kind, cred, now_ms()) {
+        Ok(body) => {
+            let mut response = Response::new(Body::from(body));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
         }
+        Err(e) => ApiError::Internal(format!("credential response: {e}")).into_response(),
     }
 }
 
@@ -234,7 +237,7 @@ pub(crate) async fn read_credential(
         Ok::<_, ApiError>((kind, state.engine().get(appid, kind).await?))
     };
     match read.await {
-        Ok((kind, cred)) => CredentialResponse::new(appid, kind, &cred).into_response(),
+        Ok((kind, cred)) => credential_response(state, appid, kind, &cred),
         Err(e) => e.into_response(),
     }
 }
@@ -275,7 +278,7 @@ pub async fn refresh_credential(
         }
         state.engine().report_invalid(&appid, kind, &req.invalid).await?
     };
-    Ok(CredentialResponse::new(&appid, kind, &cred).into_response())
+    Ok(credential_response(&state, &appid, kind, &cred))
 }
 
 #[utoipa::path(
@@ -351,7 +354,7 @@ mod tests {
             fetched_at_ms: 0,
             version: 7,
         };
-        let r = CredentialResponse::new("wx1", CredentialKind::AccessToken, &cred);
+        let r = CredentialResponse::new("wx1", CredentialKind::AccessToken, &cred, 0);
         assert!(!format!("{r:?}").contains("TOKEN-VALUE-123"), "{r:?}");
         assert!(serde_json::to_string(&r).unwrap().contains("\"value\":\"TOKEN-VALUE-123\""));
     }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod front;
 pub mod offline;
 pub mod openapi;
+pub mod render;
 pub mod sandbox;
 pub mod state;
 pub mod telemetry;
@@ -57,6 +58,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, ServerError> {
         engine,
         Clients::from_config(&config.clients),
         telemetry::metrics_handle(),
+        render::RenderCache::new(config.apps.iter().map(|a| a.appid.as_str())),
         config.server.body_limit_bytes,
     ))
 }

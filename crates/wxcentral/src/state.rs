@@ -1,6 +1,7 @@
 //! Shared state of the HTTP handlers.
 
 use crate::auth::Clients;
+use crate::render::RenderCache;
 use crate::telemetry::HttpMetrics;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -16,12 +17,30 @@ struct Inner {
     clients: Clients,
     metrics: PrometheusHandle,
     http_metrics: HttpMetrics,
+    rendered: RenderCache,
     body_limit: usize,
 }
 
 impl AppState {
-    pub fn new(engine: Arc<Engine>, clients: Clients, metrics: PrometheusHandle, body_limit: usize) -> Self {
-        Self(Arc::new(Inner { engine, clients, metrics, http_metrics: HttpMetrics::default(), body_limit }))
+    pub fn new(
+        engine: Arc<Engine>,
+        clients: Clients,
+        metrics: PrometheusHandle,
+        rendered: RenderCache,
+        body_limit: usize,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            engine,
+            clients,
+            metrics,
+            http_metrics: HttpMetrics::default(),
+            rendered,
+            body_limit,
+        }))
+    }
+
+    pub fn rendered(&self) -> &RenderCache {
+        &self.0.rendered
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
