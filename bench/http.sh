@@ -52,9 +52,11 @@ wait_http "http://$SIM_ADDR/__sim/calls"
 $T/wxcentral serve --config "$work/wxcentral.toml" 2>"$work/hub.log" & hub=$!; pids+=($hub)
 wait_http "http://$HUB_ADDR/readyz"
 
-# Every app's token and ticket fetched once, so memory and reads see the steady state.
+# Every app's token and ticket fetched once, so memory and reads see the steady state. A cold
+# start fetches 2,000 credentials at once, so a first read may see 503 with Retry-After: retry.
 for i in $(seq 0 $((APPS - 1))); do
-  curl -sf -o /dev/null -H "Authorization: Bearer $key" "http://$HUB_ADDR/v1/apps/$(appid "$i")/jsapi_ticket"
+  curl -sf --retry 10 --retry-delay 1 -o /dev/null -H "Authorization: Bearer $key" \
+    "http://$HUB_ADDR/v1/apps/$(appid "$i")/jsapi_ticket" || { echo "error: warm-up read of app $i failed" >&2; exit 1; }
 done
 rss_kib=$(awk '/VmRSS/ {print $2}' /proc/$hub/status)
 
