@@ -64,6 +64,16 @@ async fn fast_path_and_router_answer_alike() {
     let after = ok().await.unwrap_or(0.0);
     assert_eq!(after - before, 4.0, "both paths count their reads under the route template");
 
+    // The router's trace layer logs every request it handles; the fast path answered the plain
+    // spellings itself, so only the percent-encoded ones appear there.
+    let routed = |path: &str| {
+        logs()
+            .lines()
+            .any(|l| l.contains("finished processing request") && l.contains(&format!("path={path}")))
+    };
+    assert!(routed("/v1/apps/%77xfront00000000001/access_token"), "the router logs what it handles");
+    assert!(!routed("/v1/apps/wxfront00000000001/access_token"), "plain reads never reach the router");
+
     server.stop().await;
     let mut secrets = config_secrets(&config);
     secrets.push(token);
