@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::kind::{AppKind, AppSpec, Credential, CredentialKey, CredentialKind, TokenApi};
 use crate::policy::{self, ExpiryWindow, Failure, Margins};
 use crate::quota::{ms_until_next_day, wechat_day};
-use crate::store::Store;
+use crate::store::{Change, Lease, NewCredential, Store};
 use crate::upstream::{FaultClass, Upstream, UpstreamError};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use futures::FutureExt;
@@ -30,7 +30,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wechat_proto::Secret;
@@ -46,7 +46,7 @@ pub struct EngineConfig {
     /// WeChat's stable_token rotation window: a normal-mode call returns a new token only when
     /// the current one has less than this left.
     pub stable_rotate_secs: u64,
-    /// This node's name in refresh leases.
+    /// This node's name in refresh leases; must differ between processes sharing a store.
     pub node_id: String,
 }
 
@@ -57,9 +57,20 @@ impl Default for EngineConfig {
             serve_margin_secs: None,
             read_wait: Duration::from_secs(3),
             stable_rotate_secs: 300,
-            node_id: "node".into(),
+            node_id: default_node_id(),
         }
     }
+}
+
+/// `hostname-pid-random`: unique per process, and readable in the store's lease rows.
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>())
 }
 
 /// What `/v1/apps` shows of an app: no values, only their state.
@@ -139,6 +150,15 @@ impl Source {
     /// authorizer tokens are new at every call, with the predecessor kept alive for a while.
     fn same_until_expiry(&self) -> bool {
         matches!(self, Self::Ticket(_))
+    }
+
+    /// Whether a fetch kills the value others hold (after WeChat's overlap): such a credential
+    /// is never fetched without the store's lease, even when the store is unreachable, since
+    /// two nodes fetching in turn would each kill the other's value. Stable tokens and tickets
+    /// are handed out the same to every caller, so a node that cannot reach the store may
+    /// fetch them alone and keep the answer in memory.
+    fn kills_predecessor(&self) -> bool {
+        matches!(self, Self::Token { api: TokenApi::Classic, .. })
     }
 }
 
@@ -318,6 +338,8 @@ impl Engine {
             tasks: Mutex::new(Vec::new()),
             next_flight: AtomicU64::new(1),
         });
+        // Subscribed before the load, so nothing written in between is missed.
+        let changes = inner.store.subscribe();
         let now = now_ms();
         for (key, cred) in inner.store.load_credentials().await? {
             if let Ok(slot) = inner.slot(&key.appid, key.kind) {
@@ -337,6 +359,7 @@ impl Engine {
             .all_slots()
             .into_iter()
             .map(|slot| tokio::spawn(Arc::clone(&inner).run_loop(slot)))
+            .chain(std::iter::once(tokio::spawn(Arc::clone(&inner).follow_changes(changes))))
             .collect();
         lock(&inner.tasks).extend(handles);
         Ok(Arc::new(Self { apps, inner }))
@@ -743,7 +766,7 @@ impl Inner {
     }
 
     /// One refresh: adopt a newer stored value if there is one, else take the lease, fetch,
-    /// write and install.
+    /// write under the lease and install.
     async fn refresh(self: &Arc<Self>, slot: &Arc<Slot>, reason: Reason, seen: Option<u64>) -> FlightResult {
         let key = &slot.key;
         let stored = match self.store.get_credential(key).await {
@@ -760,21 +783,45 @@ impl Inner {
         }
         let lease = match self.take_lease(slot, reason, seen).await {
             LeaseOutcome::Adopted(c) => return Ok(Fetched { cred: c, rotated: true }),
-            LeaseOutcome::Held(name) => Some(name),
-            LeaseOutcome::Skipped => None,
+            LeaseOutcome::Held(grant) => Some(grant),
+            LeaseOutcome::Unavailable(why) if slot.source.kills_predecessor() => {
+                return Err(FlightError::other(FaultClass::Transient, why));
+            }
+            LeaseOutcome::Unavailable(why) => {
+                tracing::warn!(appid = key.appid, kind = %key.kind, reason = why, "refreshing without the lease; the value stays in this node's memory");
+                None
+            }
         };
         let highest = [slot.version(), stored.map(|s| s.version)].into_iter().flatten().max();
         let fetched_at = now_ms();
         let result = match self.fetch(slot, reason).await {
-            Ok((value, expires_in)) => self.land(slot, reason, value, expires_in, fetched_at, highest).await,
+            Ok((value, expires_in)) => {
+                self.land(slot, reason, value, expires_in, fetched_at, highest, lease.as_ref()).await
+            }
             Err(e) => Err(e),
         };
-        if let Some(name) = lease
-            && let Err(e) = self.store.release_lease(&name, &self.config.node_id).await
-        {
-            tracing::warn!(lease = name, error = %e, "lease release failed; it expires by itself");
+        if let Some(grant) = lease {
+            self.release(&grant.lease).await;
         }
         result
+    }
+
+    async fn release(&self, lease: &Lease) {
+        if let Err(e) = self.store.release_lease(lease).await {
+            tracing::warn!(lease = lease.name, error = %e, "lease release failed; it expires by itself");
+        }
+    }
+
+    /// Our write came after a newer grant of the lease: the value we fetched is not the one
+    /// the cluster keeps. Adopt what the store holds and count the refusal.
+    async fn late_write(&self, slot: &Slot) -> FlightError {
+        let key = &slot.key;
+        metrics::counter!("wxcentral_late_writes_refused_total", "kind" => key.kind.as_str()).increment(1);
+        tracing::warn!(appid = key.appid, kind = %key.kind, "refresh lease lost before the write; the fetched value is dropped");
+        if let Ok(stored) = self.store.get_credential(key).await {
+            self.adopt_if_newer(slot, stored);
+        }
+        FlightError::other(FaultClass::Transient, "refresh lease lost before the write")
     }
 
     /// Installs a stored value newer than the one held (another node refreshed, or a late
@@ -805,46 +852,55 @@ impl Inner {
         }
     }
 
+    /// Takes the slot's refresh lease, waiting while another node holds it: that node's value
+    /// usually arrives meanwhile (through the change feed) and is adopted instead of fetching.
     async fn take_lease(&self, slot: &Slot, reason: Reason, seen: Option<u64>) -> LeaseOutcome {
         let name = format!("refresh:{}:{}", slot.key.appid, slot.key.kind);
         let ttl = self.lease_ttl(slot);
         let poll = Duration::from_millis(200);
         let deadline = tokio::time::Instant::now() + ttl + Duration::from_secs(1);
+        let mut published = slot.published.subscribe();
+        let adopted = |stored: Option<Credential>| {
+            self.adopt_if_newer(slot, stored);
+            slot.current.load_full().filter(|c| self.satisfies(slot, reason, seen, c, now_ms()))
+        };
         loop {
+            let asked = tokio::time::Instant::now();
             match self.store.try_lease(&name, &self.config.node_id, ttl).await {
-                Ok(true) => {
+                Ok(Some(lease)) => {
                     // The look at the store must come under the lease: a holder that wrote
                     // its value and let go between our last look and this lease would
                     // otherwise be followed by a second fetch of what it just fetched.
                     if let Ok(stored) = self.store.get_credential(&slot.key).await
-                        && let Some(s) = self.adopt_if_newer(slot, stored)
-                        && self.satisfies(slot, reason, seen, &s, now_ms())
+                        && let Some(c) = adopted(stored)
                     {
-                        if let Err(e) = self.store.release_lease(&name, &self.config.node_id).await {
-                            tracing::warn!(lease = name, error = %e, "lease release failed; it expires by itself");
-                        }
-                        return LeaseOutcome::Adopted(s);
+                        self.release(&lease).await;
+                        return LeaseOutcome::Adopted(c);
                     }
-                    return LeaseOutcome::Held(name);
+                    return LeaseOutcome::Held(Grant { lease, until: asked + ttl });
                 }
-                Ok(false) => {}
+                Ok(None) => {}
                 Err(e) => {
-                    // A store hiccup must not stop refreshes: a duplicate fetch is better than
-                    // an expired credential.
-                    tracing::warn!(lease = name, error = %e, "lease unavailable; refreshing without it");
-                    return LeaseOutcome::Skipped;
+                    tracing::warn!(lease = name, error = %e, "refresh lease unavailable");
+                    return LeaseOutcome::Unavailable(format!("store unavailable for the refresh lease: {e}"));
                 }
+            }
+            if let Some(c) = slot.current.load_full().filter(|c| self.satisfies(slot, reason, seen, c, now_ms())) {
+                return LeaseOutcome::Adopted(c);
             }
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(lease = name, "lease still held elsewhere; refreshing anyway");
-                return LeaseOutcome::Skipped;
+                tracing::warn!(lease = name, "refresh lease still held elsewhere past its lifetime");
+                return LeaseOutcome::Unavailable("refresh lease held elsewhere".into());
             }
-            tokio::time::sleep(poll).await;
-            if let Ok(stored) = self.store.get_credential(&slot.key).await
-                && let Some(s) = self.adopt_if_newer(slot, stored)
-                && self.satisfies(slot, reason, seen, &s, now_ms())
-            {
-                return LeaseOutcome::Adopted(s);
+            tokio::select! {
+                _ = published.changed() => {}
+                () = tokio::time::sleep(poll) => {
+                    if let Ok(stored) = self.store.get_credential(&slot.key).await
+                        && let Some(c) = adopted(stored)
+                    {
+                        return LeaseOutcome::Adopted(c);
+                    }
+                }
             }
         }
     }
@@ -941,8 +997,10 @@ impl Inner {
         }
     }
 
-    /// Turns a fetched value into the current one: versioned, written to the store (only if
-    /// newer), installed.
+    /// Turns a fetched value into the current one: written to the store under the lease (which
+    /// versions it), installed. Without a lease (an idempotent credential while the store is
+    /// unreachable) it is versioned above everything seen and kept in memory.
+    #[allow(clippy::too_many_arguments)]
     async fn land(
         &self,
         slot: &Slot,
@@ -951,6 +1009,7 @@ impl Inner {
         expires_in: u64,
         fetched_at: i64,
         highest: Option<u64>,
+        lease: Option<&Grant>,
     ) -> FlightResult {
         let key = &slot.key;
         if expires_in == 0 && slot.current.load().as_ref().is_none_or(|c| !c.value.ct_eq(value.expose())) {
@@ -964,28 +1023,25 @@ impl Inner {
         {
             return Ok(self.land_unchanged(slot, reason, &cur, expires_at_ms, observed));
         }
-        let now = now_ms();
         let highest = [highest, slot.version()].into_iter().flatten().max();
-        let cred = Credential {
-            value,
-            expires_at_ms,
-            fetched_at_ms: fetched_at,
-            version: policy::next_version(highest, now),
-        };
-        match self.store.put_credential(key, &cred).await {
-            Ok(true) => {}
-            Ok(false) => {
-                // A newer value was written meanwhile (another node without the lease): it wins.
-                if let Ok(stored) = self.store.get_credential(key).await
-                    && let Some(s) = self.adopt_if_newer(slot, stored)
-                {
-                    return Ok(Fetched { cred: s, rotated: true });
+        let new = NewCredential { value, expires_at_ms, fetched_at_ms: fetched_at };
+        let local_version = |fence: u64| highest.map_or(fence, |h| fence.max(h.saturating_add(1)));
+        let cred = match lease {
+            Some(grant) if tokio::time::Instant::now() >= grant.until => {
+                // Our lease ran out while we fetched (a stall, a slow upstream): another node may
+                // hold it now, and the store would refuse the write anyway.
+                return Err(self.late_write(slot).await);
+            }
+            Some(grant) => match self.store.put_credential(key, &new, &grant.lease).await {
+                Ok(Some(written)) => written,
+                Ok(None) => return Err(self.late_write(slot).await),
+                Err(e) => {
+                    tracing::warn!(appid = key.appid, kind = %key.kind, error = %e, "store write failed; serving the new value from memory");
+                    new.with_version(local_version(grant.lease.fence))
                 }
-            }
-            Err(e) => {
-                tracing::warn!(appid = key.appid, kind = %key.kind, error = %e, "store write failed; serving the new value from memory");
-            }
-        }
+            },
+            None => new.with_version(local_version(u64::try_from(now_ms()).unwrap_or(0))),
+        };
         let version = cred.version;
         let installed = self.install_observed(slot, Arc::new(cred), Some(observed));
         metrics::counter!(
@@ -1030,9 +1086,13 @@ impl Inner {
         // shrink the lifetime the margins scale with at every unchanged answer; only an expiry
         // clearly earlier than rounding explains (a clock step, a revocation) is adopted, and a
         // later one never is.
+        let mut st = lock(&slot.state);
         let cred = if expires_at_ms < cur.expires_at_ms - UNCHANGED_EXPIRY_SLACK_MS {
             let updated = Arc::new(Credential { expires_at_ms, ..(**cur).clone() });
-            slot.current.store(Some(Arc::clone(&updated)));
+            // Same version, so only if nothing newer was installed meanwhile.
+            if slot.version() == Some(cur.version) {
+                slot.current.store(Some(Arc::clone(&updated)));
+            }
             updated
         } else {
             Arc::clone(cur)
@@ -1040,7 +1100,6 @@ impl Inner {
         let m = self.margins(slot, &cred);
         let lifetime = lifetime_of(&cred);
         let step = (lifetime / 100).max(200);
-        let mut st = lock(&slot.state);
         let keeps_until_expiry = slot.source.same_until_expiry();
         let confirmed = keeps_until_expiry && policy::confirmed_in_window(cred.expires_at_ms, m, now);
         let window = keeps_until_expiry.then(|| match st.window {
@@ -1116,6 +1175,10 @@ impl Inner {
         cred: Arc<Credential>,
         fetched: Option<ExpiryWindow>,
     ) -> Arc<Credential> {
+        // The one place a value becomes current. The compare and the swap happen under the
+        // slot's state lock, so of any installs racing (own fetch, change feed, adoption before
+        // a refresh) the newest version wins whatever their order.
+        let mut st = lock(&slot.state);
         if let Some(cur) = slot.current.load_full()
             && cur.version >= cred.version
         {
@@ -1127,15 +1190,13 @@ impl Inner {
         let planned = policy::refresh_at(cred.expires_at_ms, m, jitter);
         let planned = window.map_or(planned, |w| policy::aligned_check_at(planned, w));
         slot.current.store(Some(Arc::clone(&cred)));
-        {
-            let mut st = lock(&slot.state);
-            st.planned_refresh_ms = Some(planned);
-            st.not_before_ms = None;
-            st.failures = 0;
-            st.last_error = None;
-            st.last_class = None;
-            st.window = window.map(|w| (cred.version, w));
-        }
+        st.planned_refresh_ms = Some(planned);
+        st.not_before_ms = None;
+        st.failures = 0;
+        st.last_error = None;
+        st.last_class = None;
+        st.window = window.map(|w| (cred.version, w));
+        drop(st);
         set_expiry_gauge(&slot.key, &cred, now_ms());
         slot.published.send_replace(cred.version);
         slot.wake.notify_one();
@@ -1187,6 +1248,48 @@ impl Inner {
             "credential refresh failed"
         );
         e
+    }
+
+    // ---- the change feed -----------------------------------------------------------------
+
+    /// Adopts what other nodes (and other engines on the same store) write, as the store tells
+    /// of it.
+    async fn follow_changes(self: Arc<Self>, mut changes: broadcast::Receiver<Change>) {
+        loop {
+            let change = tokio::select! {
+                c = changes.recv() => c,
+                () = self.cancel.cancelled() => return,
+            };
+            match change {
+                Ok(Change::Credential(key)) => {
+                    let Ok(slot) = self.slot(&key.appid, key.kind) else { continue };
+                    match self.store.get_credential(&key).await {
+                        Ok(stored) => {
+                            self.adopt_if_newer(&slot, stored);
+                        }
+                        Err(e) => {
+                            tracing::warn!(appid = key.appid, kind = %key.kind, error = %e, "store read after a change failed");
+                        }
+                    }
+                }
+                Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => self.resync().await,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Looks at every stored credential and adopts the newer ones.
+    async fn resync(&self) {
+        match self.store.load_credentials().await {
+            Ok(all) => {
+                for (key, cred) in all {
+                    if let Ok(slot) = self.slot(&key.appid, key.kind) {
+                        self.adopt_if_newer(&slot, Some(cred));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "store resync failed"),
+        }
     }
 
     // ---- the loop --------------------------------------------------------------------------
@@ -1278,9 +1381,15 @@ impl Inner {
 }
 
 enum LeaseOutcome {
-    Held(String),
-    /// Taken no lease (store trouble, or the holder never finished): fetch anyway.
-    Skipped,
+    Held(Grant),
+    /// No lease to be had (store trouble, or a holder that never finished).
+    Unavailable(String),
     /// The holder's value arrived while waiting.
     Adopted(Arc<Credential>),
+}
+
+/// A lease this node holds, and when it runs out by this node's clock.
+struct Grant {
+    lease: Lease,
+    until: tokio::time::Instant,
 }

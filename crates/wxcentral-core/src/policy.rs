@@ -170,13 +170,6 @@ pub(crate) fn refresh_at(expires_at_ms: i64, m: Margins, jitter_ms: i64) -> i64 
     expires_at_ms - m.refresh_before_ms - jitter_ms
 }
 
-/// A version above everything seen so far. Using the wall clock as a floor keeps versions
-/// growing across restarts and nodes even when the store lost the last one.
-pub(crate) fn next_version(highest_seen: Option<u64>, now_ms: i64) -> u64 {
-    let floor = u64::try_from(now_ms).unwrap_or(0);
-    highest_seen.map_or(floor, |v| v.saturating_add(1).max(floor))
-}
-
 /// What the backoff after a failed refresh depends on.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Failure {
@@ -410,21 +403,6 @@ mod tests {
                 assert!(w.latest_ms - real <= slack, "{} > {slack} ({issued_here})", w.latest_ms - real);
             }
         }
-    }
-
-    #[test]
-    fn versions_strictly_grow() {
-        assert_eq!(next_version(None, 1_700_000_000_000), 1_700_000_000_000);
-        assert_eq!(next_version(Some(5), 1_700_000_000_000), 1_700_000_000_000);
-        // A clock behind the stored version (another node ahead, or a clock step back).
-        assert_eq!(next_version(Some(1_800_000_000_000), 1_700_000_000_000), 1_800_000_000_001);
-        let mut v = None;
-        for now in [10, 10, 9, 11, 11, 3] {
-            let n = next_version(v, now);
-            assert!(v.is_none_or(|v| n > v));
-            v = Some(n);
-        }
-        assert_eq!(next_version(Some(u64::MAX), 0), u64::MAX);
     }
 
     fn failure(class: FaultClass, attempt: u32, lifetime_ms: i64, left: Option<i64>) -> Failure {

@@ -1,17 +1,36 @@
 //! In-memory store for tests and `kind = "memory"`: nothing survives the process.
 
-use super::{CredentialStore, LeaseStore, QuotaStore, SecretStore, Store};
+use super::{
+    Change, ChangeFeed, CredentialStore, FEED_CAPACITY, Lease, LeaseStore, NewCredential, QuotaStore, SecretStore,
+    Store,
+};
 use crate::error::Result;
 use crate::kind::{Credential, CredentialKey};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
 use wechat_proto::Secret;
 
-#[derive(Debug, Default)]
+/// Tells its subscribers of every write at once (several engines may share one in a process).
+#[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    feed: broadcast::Sender<Change>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self { inner: Mutex::default(), feed: broadcast::Sender::new(FEED_CAPACITY) }
+    }
+}
+
+#[derive(Debug)]
+struct LeaseRow {
+    holder: String,
+    until: Instant,
+    fence: u64,
 }
 
 #[derive(Debug, Default)]
@@ -19,7 +38,7 @@ struct Inner {
     credentials: HashMap<CredentialKey, Credential>,
     secrets: BTreeMap<String, Secret>,
     quotas: HashMap<(String, String, String), u64>,
-    leases: HashMap<String, (String, Instant)>,
+    leases: HashMap<String, LeaseRow>,
 }
 
 impl MemoryStore {
@@ -40,15 +59,24 @@ impl CredentialStore for MemoryStore {
         Ok(self.lock().credentials.get(key).cloned())
     }
 
-    async fn put_credential(&self, key: &CredentialKey, cred: &Credential) -> Result<bool> {
+    async fn put_credential(
+        &self,
+        key: &CredentialKey,
+        cred: &NewCredential,
+        lease: &Lease,
+    ) -> Result<Option<Credential>> {
         let mut inner = self.lock();
-        match inner.credentials.get(key) {
-            Some(old) if old.version >= cred.version => Ok(false),
-            _ => {
-                inner.credentials.insert(key.clone(), cred.clone());
-                Ok(true)
-            }
+        if inner.leases.get(&lease.name).is_none_or(|l| l.fence != lease.fence) {
+            return Ok(None);
         }
+        let stored = inner.credentials.get(key).map(|c| c.version);
+        let version = stored.map_or(lease.fence, |v| lease.fence.max(v.saturating_add(1)));
+        let written = cred.clone().with_version(version);
+        inner.credentials.insert(key.clone(), written.clone());
+        drop(inner);
+        // No subscriber is fine: nobody to tell.
+        let _ = self.feed.send(Change::Credential(key.clone()));
+        Ok(Some(written))
     }
 
     async fn load_credentials(&self) -> Result<Vec<(CredentialKey, Credential)>> {
@@ -94,24 +122,35 @@ impl QuotaStore for MemoryStore {
 
 #[async_trait]
 impl LeaseStore for MemoryStore {
-    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
         let mut inner = self.lock();
         let now = Instant::now();
-        match inner.leases.get(name) {
-            Some((h, until)) if h != holder && *until > now => Ok(false),
-            _ => {
-                inner.leases.insert(name.to_owned(), (holder.to_owned(), now + ttl));
-                Ok(true)
-            }
-        }
+        let last = match inner.leases.get(name) {
+            Some(l) if l.holder != holder && l.until > now => return Ok(None),
+            Some(l) => l.fence,
+            None => 0,
+        };
+        let fence = super::next_fence(last, crate::clock::now_ms());
+        inner.leases.insert(name.to_owned(), LeaseRow { holder: holder.to_owned(), until: now + ttl, fence });
+        Ok(Some(Lease { name: name.to_owned(), holder: holder.to_owned(), fence }))
     }
 
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
         let mut inner = self.lock();
-        if inner.leases.get(name).is_some_and(|(h, _)| h == holder) {
-            inner.leases.remove(name);
+        if let Some(l) = inner.leases.get_mut(&lease.name)
+            && l.holder == lease.holder
+            && l.fence == lease.fence
+        {
+            // The row stays: the next grant's fence must still exceed this one.
+            l.until = Instant::now();
         }
         Ok(())
+    }
+}
+
+impl ChangeFeed for MemoryStore {
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.feed.subscribe()
     }
 }
 

@@ -15,15 +15,43 @@ use crate::kind::{Credential, CredentialKey};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::broadcast;
 use wechat_proto::Secret;
 
-/// Versioned credential values.
+/// A value as fetched, before the store gives it its version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewCredential {
+    pub value: Secret,
+    pub expires_at_ms: i64,
+    pub fetched_at_ms: i64,
+}
+
+impl NewCredential {
+    pub fn with_version(self, version: u64) -> Credential {
+        Credential {
+            value: self.value,
+            expires_at_ms: self.expires_at_ms,
+            fetched_at_ms: self.fetched_at_ms,
+            version,
+        }
+    }
+}
+
+/// Versioned credential values. Every write is made under a [`Lease`] and fenced by it.
 #[async_trait]
 pub trait CredentialStore: Send + Sync {
     async fn get_credential(&self, key: &CredentialKey) -> Result<Option<Credential>>;
-    /// Writes `cred` only if its version is greater than the stored one; returns whether it
-    /// was written. A late writer never replaces a newer value.
-    async fn put_credential(&self, key: &CredentialKey, cred: &Credential) -> Result<bool>;
+    /// Writes `cred` under `lease`, unless a newer grant of that lease exists (the holder
+    /// stalled past its lease and someone else took it): then nothing is written and `None`
+    /// comes back. The store gives the value its version, `max(lease.fence, stored + 1)`, so a
+    /// write that is accepted is always newer than what it replaces, whatever the writer's
+    /// clock says; the stored credential is returned.
+    async fn put_credential(
+        &self,
+        key: &CredentialKey,
+        cred: &NewCredential,
+        lease: &Lease,
+    ) -> Result<Option<Credential>>;
     async fn load_credentials(&self) -> Result<Vec<(CredentialKey, Credential)>>;
 }
 
@@ -46,20 +74,59 @@ pub trait QuotaStore: Send + Sync {
     async fn get_quota(&self, appid: &str, endpoint: &str, day: &str) -> Result<u64>;
 }
 
+/// A granted lease. `fence` grows with every grant of the same name, across holders, restarts
+/// and processes, so a write made under a superseded grant can be told apart and refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    pub fence: u64,
+}
+
 /// Short exclusive leases so one node refreshes a credential at a time.
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
-    /// Takes the lease `name` for `holder` if it is free or expired (or already `holder`'s).
-    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool>;
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+    /// Grants the lease `name` to `holder` for `ttl` if it is free, expired or already
+    /// `holder`'s; every grant carries a fence above every earlier grant of `name`.
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>>;
+    /// Ends the grant `lease` early; a newer grant of the same name is left alone.
+    async fn release_lease(&self, lease: &Lease) -> Result<()>;
+}
+
+/// Something in the store changed that a node may hold in memory.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// A new value of this credential was written.
+    Credential(CredentialKey),
+    /// Changes were missed (a lagging receiver, a feed that lost its place): look at
+    /// everything again.
+    Resync,
+}
+
+/// How the engine learns of writes made by other processes (and by itself): a wake-up per
+/// changed key, within a bound that each backend states.
+pub trait ChangeFeed: Send + Sync {
+    fn subscribe(&self) -> broadcast::Receiver<Change>;
 }
 
 /// Everything the engine needs from a backend.
 #[async_trait]
-pub trait Store: CredentialStore + SecretStore + QuotaStore + LeaseStore + std::fmt::Debug {
+pub trait Store:
+    CredentialStore + SecretStore + QuotaStore + LeaseStore + ChangeFeed + std::fmt::Debug
+{
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<()>;
 }
+
+/// The fence of a new grant after `last`: above it, and at least the wall clock in
+/// milliseconds, so fences (and the versions derived from them) keep growing even if the store
+/// lost its rows, and stay above versions written before fences existed.
+pub(crate) fn next_fence(last: u64, now_ms: i64) -> u64 {
+    last.saturating_add(1).max(u64::try_from(now_ms).unwrap_or(0))
+}
+
+/// Capacity of a change feed's channel; a receiver further behind gets [`Change::Resync`].
+pub(crate) const FEED_CAPACITY: usize = 4096;
 
 /// Which backend to open; picked by the config's `[store] kind`.
 #[derive(Clone, Debug)]

@@ -9,28 +9,53 @@
 //! Every statement runs on tokio's blocking pool behind one mutex-guarded connection: SQLite
 //! serializes writers anyway, and a runtime worker must never wait on disk or on the busy timeout.
 
-use super::{CredentialStore, LeaseStore, QuotaStore, SecretStore, Store};
+use super::{
+    Change, ChangeFeed, CredentialStore, FEED_CAPACITY, Lease, LeaseStore, NewCredential, QuotaStore, SecretStore,
+    Store,
+};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::kind::{Credential, CredentialKey, CredentialKind};
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
 use wechat_proto::Secret;
 
 /// The schema this build writes. Bump it with a migration step in [`migrate`].
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 /// How long a statement waits for another process holding the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Quota rows older than this are pruned at open: the books only matter for today.
 const QUOTA_KEEP_DAYS: i64 = 31;
+/// How often the feed looks for writes of other processes (DESIGN.md §8 promises 250 ms).
+const FEED_POLL: Duration = Duration::from_millis(50);
+/// Rows kept in the change log; a process further behind resyncs from the tables.
+const CHANGES_KEPT: i64 = 10_000;
+/// How long opening waits for other processes opening or migrating the same file.
+const OPEN_PATIENCE: Duration = Duration::from_secs(20);
 
+/// Several processes may share one file: each learns of the others' writes through the change
+/// log, a table written in the same transaction as every credential write and read by a feed
+/// thread whenever `PRAGMA data_version` says another connection committed.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    feed: broadcast::Sender<Change>,
+    _feed_thread: Arc<FeedStop>,
+}
+
+/// Stops the feed thread when the last clone of the store goes.
+struct FeedStop(Arc<AtomicBool>);
+
+impl Drop for FeedStop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -50,10 +75,19 @@ impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self> {
         let path = path.to_path_buf();
         let p = path.clone();
-        let conn = tokio::task::spawn_blocking(move || open_blocking(&p))
+        let (conn, cursor) = tokio::task::spawn_blocking(move || open_blocking(&p))
             .await
             .map_err(|e| Error::Store(format!("sqlite open: {e}")))??;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), path })
+        let feed = broadcast::Sender::new(FEED_CAPACITY);
+        let stop = Arc::new(AtomicBool::new(false));
+        let poll = Connection::open(&path).map_err(|e| store_err("open", &e))?;
+        poll.busy_timeout(BUSY_TIMEOUT).map_err(|e| store_err("busy_timeout", &e))?;
+        let (tx, flag) = (feed.clone(), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("wxcentral-sqlite-feed".into())
+            .spawn(move || run_feed(&poll, &tx, &flag, cursor))
+            .map_err(|e| Error::Store(format!("sqlite feed thread: {e}")))?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), path, feed, _feed_thread: Arc::new(FeedStop(stop)) })
     }
 
     pub fn path(&self) -> &Path {
@@ -78,40 +112,157 @@ impl SqliteStore {
     }
 }
 
-fn open_blocking(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path).map_err(|e| store_err("open", &e))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| store_err("busy_timeout", &e))?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(|e| store_err("journal_mode", &e))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Error::Store(format!("sqlite open: journal_mode is {mode}, WAL is required")));
+/// Opens the file, retrying while another process holds it for its own opening or migration
+/// (switching to WAL and creating the schema take the write lock, and SQLite's busy handler
+/// is not consulted everywhere on that path). Returns the connection and the change log's end.
+fn open_blocking(path: &Path) -> Result<(Connection, i64)> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match open_once(path) {
+            Err(OpenError::Busy(e)) if start.elapsed() < OPEN_PATIENCE => {
+                tracing::debug!(error = %e, "sqlite file busy while opening; retrying");
+                std::thread::sleep(pause + Duration::from_millis(rand::random::<u64>() % 20));
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Err(OpenError::Busy(e)) => return Err(store_err("open", &e)),
+            Err(OpenError::Other(e)) => return Err(e),
+            Ok(opened) => return Ok(opened),
+        }
     }
-    conn.pragma_update(None, "synchronous", "FULL").map_err(|e| store_err("synchronous", &e))?;
-    migrate(&conn)?;
-    let cutoff = crate::quota::wechat_day(now_ms() - QUOTA_KEEP_DAYS * 86_400_000);
-    conn.execute("DELETE FROM quotas WHERE day < ?1", params![cutoff]).map_err(|e| store_err("prune", &e))?;
-    Ok(conn)
 }
 
-/// Creates the schema or checks the existing one; refuses a file written by a newer build
-/// rather than guess at its layout.
-fn migrate(conn: &Connection) -> Result<()> {
-    let err = |e: rusqlite::Error| store_err("migrate", &e);
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        .map_err(err)?;
-    let found: Option<i64> =
-        conn.query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0)).map_err(err)?;
-    match found {
-        Some(v) if v == SCHEMA_VERSION => Ok(()),
-        Some(v) if v > SCHEMA_VERSION => Err(Error::Store(format!(
-            "sqlite schema version {v} is newer than this build understands ({SCHEMA_VERSION})"
-        ))),
-        Some(v) => Err(Error::Store(format!("sqlite schema version {v} has no migration path"))),
-        None => conn
-            .execute_batch(
-                "BEGIN IMMEDIATE;
-                 CREATE TABLE IF NOT EXISTS credentials (
+enum OpenError {
+    Busy(rusqlite::Error),
+    Other(Error),
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn open_once(path: &Path) -> std::result::Result<(Connection, i64), OpenError> {
+    let step = |op: &'static str| {
+        move |e: rusqlite::Error| if is_busy(&e) { OpenError::Busy(e) } else { OpenError::Other(store_err(op, &e)) }
+    };
+    let conn = Connection::open(path).map_err(step("open"))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(step("busy_timeout"))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(step("journal_mode"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(OpenError::Other(Error::Store(format!(
+            "sqlite open: journal_mode is {mode}, WAL is required"
+        ))));
+    }
+    conn.pragma_update(None, "synchronous", "FULL").map_err(step("synchronous"))?;
+    migrate(&conn).map_err(|e| match e {
+        MigrateError::Sql(e) => step("migrate")(e),
+        MigrateError::Refused(e) => OpenError::Other(e),
+    })?;
+    let cutoff = crate::quota::wechat_day(now_ms() - QUOTA_KEEP_DAYS * 86_400_000);
+    conn.execute("DELETE FROM quotas WHERE day < ?1", params![cutoff]).map_err(step("prune"))?;
+    let cursor: i64 =
+        conn.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0)).map_err(step("changes"))?;
+    Ok((conn, cursor))
+}
+
+/// The feed thread: wakes every [`FEED_POLL`], and when another connection committed, sends
+/// what the change log gained since `cursor`.
+fn run_feed(conn: &Connection, tx: &broadcast::Sender<Change>, stop: &AtomicBool, mut cursor: i64) {
+    let data_version = |c: &Connection| c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0));
+    let mut seen = data_version(conn).ok();
+    let mut failing = false;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(FEED_POLL);
+        let now = data_version(conn).ok();
+        if now.is_some() && now == seen && !failing {
+            continue;
+        }
+        match read_changes(conn, cursor) {
+            Ok((changes, end)) => {
+                if failing {
+                    tracing::info!("sqlite change feed reading again; resyncing");
+                    let _ = tx.send(Change::Resync);
+                    failing = false;
+                }
+                for c in changes {
+                    // No subscriber yet (or any more) is fine.
+                    let _ = tx.send(c);
+                }
+                cursor = end;
+                seen = now;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "sqlite change feed cannot read the change log");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+fn read_changes(conn: &Connection, cursor: i64) -> rusqlite::Result<(Vec<Change>, i64)> {
+    let first: Option<i64> = conn.query_row("SELECT min(seq) FROM changes", [], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached("SELECT seq, appid, kind FROM changes WHERE seq > ?1 ORDER BY seq")?;
+    let rows = stmt.query_map(params![cursor], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+    let mut changes = Vec::new();
+    let mut end = cursor;
+    // Rows we never saw were pruned: what they said is lost, so look at everything.
+    if first.is_some_and(|f| f > cursor + 1) {
+        changes.push(Change::Resync);
+    }
+    for row in rows {
+        let (seq, appid, kind) = row?;
+        end = seq;
+        if let Ok(kind) = kind.parse::<CredentialKind>() {
+            changes.push(Change::Credential(CredentialKey::new(appid, kind)));
+        }
+    }
+    Ok((changes, end))
+}
+
+enum MigrateError {
+    Sql(rusqlite::Error),
+    Refused(Error),
+}
+
+impl From<rusqlite::Error> for MigrateError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sql(e)
+    }
+}
+
+/// Creates the schema or brings an older one up to date, inside one write transaction so
+/// processes opening the same file at once do it exactly once; refuses a file written by a
+/// newer build rather than guess at its layout.
+fn migrate(conn: &Connection) -> std::result::Result<(), MigrateError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let current = |c: &Connection| c.query_row("SELECT max(version) FROM schema_version", [], |r| r.get::<_, Option<i64>>(0));
+    if current(conn)? == Some(SCHEMA_VERSION) {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let found = current(conn)?;
+        match found {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(MigrateError::Refused(Error::Store(format!(
+                    "sqlite schema version {v} is newer than this build understands ({SCHEMA_VERSION})"
+                ))));
+            }
+            Some(v) if v < 1 => {
+                return Err(MigrateError::Refused(Error::Store(format!(
+                    "sqlite schema version {v} has no migration path"
+                ))));
+            }
+            _ => {}
+        }
+        if found.is_none() {
+            conn.execute_batch(
+                "CREATE TABLE credentials (
                      appid TEXT NOT NULL,
                      kind TEXT NOT NULL,
                      value TEXT NOT NULL,
@@ -120,27 +271,47 @@ fn migrate(conn: &Connection) -> Result<()> {
                      version INTEGER NOT NULL,
                      PRIMARY KEY (appid, kind)
                  );
-                 CREATE TABLE IF NOT EXISTS secrets (
+                 CREATE TABLE secrets (
                      name TEXT PRIMARY KEY NOT NULL,
                      value TEXT NOT NULL
                  );
-                 CREATE TABLE IF NOT EXISTS quotas (
+                 CREATE TABLE quotas (
                      appid TEXT NOT NULL,
                      endpoint TEXT NOT NULL,
                      day TEXT NOT NULL,
                      count INTEGER NOT NULL,
                      PRIMARY KEY (appid, endpoint, day)
                  );
-                 CREATE TABLE IF NOT EXISTS leases (
+                 CREATE TABLE leases (
                      name TEXT PRIMARY KEY NOT NULL,
                      holder TEXT NOT NULL,
                      until_ms INTEGER NOT NULL
                  );
-                 INSERT INTO schema_version (version) VALUES (1);
-                 COMMIT;",
-            )
-            .map_err(err),
+                 INSERT INTO schema_version (version) VALUES (1);",
+            )?;
+        }
+        if found.is_none_or(|v| v < 2) {
+            // 2: fenced leases (the row outlives its grant so fences keep growing) and the
+            // change log other processes read.
+            conn.execute_batch(
+                "ALTER TABLE leases ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+                 CREATE TABLE changes (
+                     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                     appid TEXT NOT NULL,
+                     kind TEXT NOT NULL
+                 );
+                 INSERT INTO schema_version (version) VALUES (2);",
+            )?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(_) => {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
     }
+    result
 }
 
 fn version_to_sql(v: u64) -> rusqlite::Result<i64> {
@@ -175,29 +346,53 @@ impl CredentialStore for SqliteStore {
         .await
     }
 
-    async fn put_credential(&self, key: &CredentialKey, cred: &Credential) -> Result<bool> {
-        let (appid, kind) = (key.appid.clone(), key.kind.as_str());
-        let cred = cred.clone();
+    async fn put_credential(
+        &self,
+        key: &CredentialKey,
+        cred: &NewCredential,
+        lease: &Lease,
+    ) -> Result<Option<Credential>> {
+        let (key, cred, lease) = (key.clone(), cred.clone(), lease.clone());
         self.run("put_credential", move |c| {
-            let n = c.execute(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let granted: Option<i64> = tx
+                .query_row("SELECT fence FROM leases WHERE name = ?1", params![lease.name], |r| r.get(0))
+                .optional()?;
+            if granted.is_none_or(|g| u64::try_from(g).ok() != Some(lease.fence)) {
+                return Ok(None);
+            }
+            let stored: Option<i64> = tx
+                .query_row(
+                    "SELECT version FROM credentials WHERE appid = ?1 AND kind = ?2",
+                    params![key.appid, key.kind.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let stored = stored.and_then(|v| u64::try_from(v).ok());
+            let version = stored.map_or(lease.fence, |v| lease.fence.max(v.saturating_add(1)));
+            let written = cred.with_version(version);
+            tx.execute(
                 "INSERT INTO credentials (appid, kind, value, expires_at_ms, fetched_at_ms, version)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (appid, kind) DO UPDATE SET
                      value = excluded.value,
                      expires_at_ms = excluded.expires_at_ms,
                      fetched_at_ms = excluded.fetched_at_ms,
-                     version = excluded.version
-                 WHERE excluded.version > credentials.version",
+                     version = excluded.version",
                 params![
-                    appid,
-                    kind,
-                    cred.value.expose(),
-                    cred.expires_at_ms,
-                    cred.fetched_at_ms,
-                    version_to_sql(cred.version)?
+                    key.appid,
+                    key.kind.as_str(),
+                    written.value.expose(),
+                    written.expires_at_ms,
+                    written.fetched_at_ms,
+                    version_to_sql(version)?
                 ],
             )?;
-            Ok(n > 0)
+            tx.execute("INSERT INTO changes (appid, kind) VALUES (?1, ?2)", params![key.appid, key.kind.as_str()])?;
+            let seq = tx.last_insert_rowid();
+            tx.execute("DELETE FROM changes WHERE seq <= ?1", params![seq - CHANGES_KEPT])?;
+            tx.commit()?;
+            Ok(Some(written))
         })
         .await
     }
@@ -311,30 +506,54 @@ impl QuotaStore for SqliteStore {
 
 #[async_trait]
 impl LeaseStore for SqliteStore {
-    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
         let (name, holder) = (name.to_owned(), holder.to_owned());
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         self.run("try_lease", move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // Wall-clock milliseconds: several processes may share the file, and they share
             // no monotonic clock.
             let now = now_ms();
-            let n = c.execute(
-                "INSERT INTO leases (name, holder, until_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
-                 WHERE leases.holder = excluded.holder OR leases.until_ms <= ?4",
-                params![name, holder, now.saturating_add(ttl_ms), now],
+            let row: Option<(String, i64, i64)> = tx
+                .query_row("SELECT holder, until_ms, fence FROM leases WHERE name = ?1", params![name], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            let last = match row {
+                Some((h, until, _)) if h != holder && until > now => return Ok(None),
+                Some((_, _, fence)) => u64::try_from(fence).unwrap_or(0),
+                None => 0,
+            };
+            let fence = super::next_fence(last, now);
+            tx.execute(
+                "INSERT INTO leases (name, holder, until_ms, fence) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET
+                     holder = excluded.holder, until_ms = excluded.until_ms, fence = excluded.fence",
+                params![name, holder, now.saturating_add(ttl_ms), version_to_sql(fence)?],
             )?;
-            Ok(n > 0)
+            tx.commit()?;
+            Ok(Some(Lease { name, holder, fence }))
         })
         .await
     }
 
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
-        let (name, holder) = (name.to_owned(), holder.to_owned());
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        let lease = lease.clone();
         self.run("release_lease", move |c| {
-            c.execute("DELETE FROM leases WHERE name = ?1 AND holder = ?2", params![name, holder]).map(drop)
+            // The row stays: the next grant's fence must still exceed this one.
+            c.execute(
+                "UPDATE leases SET until_ms = 0 WHERE name = ?1 AND holder = ?2 AND fence = ?3",
+                params![lease.name, lease.holder, version_to_sql(lease.fence)?],
+            )
+            .map(drop)
         })
         .await
+    }
+}
+
+impl ChangeFeed for SqliteStore {
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.feed.subscribe()
     }
 }
 

@@ -5,61 +5,119 @@ use super::*;
 use crate::kind::CredentialKind;
 use std::time::Duration;
 
-fn cred(value: &str, version: u64) -> Credential {
-    Credential {
-        value: Secret::from(value),
-        expires_at_ms: 1_000_000 + i64::try_from(version).unwrap(),
-        fetched_at_ms: 1_000,
-        version,
-    }
+fn new(value: &str) -> NewCredential {
+    NewCredential { value: Secret::from(value), expires_at_ms: 9_000_000, fetched_at_ms: 1_000 }
 }
 
-async fn versions_never_go_backwards(store: &dyn Store) {
+const TTL: Duration = Duration::from_secs(30);
+
+async fn lease(store: &dyn Store, name: &str, holder: &str) -> Lease {
+    store.try_lease(name, holder, TTL).await.unwrap().expect("lease is free")
+}
+
+async fn fenced_writes_version_and_refuse_late_writers(store: &dyn Store) {
     let key = CredentialKey::new("wxa", CredentialKind::AccessToken);
     let other = CredentialKey::new("wxa", CredentialKind::JsapiTicket);
     assert_eq!(store.get_credential(&key).await.unwrap(), None);
-    assert!(store.put_credential(&key, &cred("v5", 5)).await.unwrap());
-    assert!(!store.put_credential(&key, &cred("v4", 4)).await.unwrap(), "older version must lose");
-    assert!(!store.put_credential(&key, &cred("v5b", 5)).await.unwrap(), "equal version must lose");
-    assert_eq!(store.get_credential(&key).await.unwrap(), Some(cred("v5", 5)));
-    assert!(store.put_credential(&key, &cred("v9", 9)).await.unwrap());
-    assert_eq!(store.get_credential(&key).await.unwrap(), Some(cred("v9", 9)));
-    // Keys are independent.
-    assert!(store.put_credential(&other, &cred("t1", 1)).await.unwrap());
+    let l1 = lease(store, "refresh:wxa:access_token", "n1").await;
+    let w1 = store.put_credential(&key, &new("v1"), &l1).await.unwrap().expect("current lease writes");
+    assert_eq!(w1.version, l1.fence, "the first version is the fence");
+    assert_eq!(store.get_credential(&key).await.unwrap(), Some(w1.clone()));
+    // n1 stalls past its lease; n2 takes it over (here: n1 released it, as expiry would).
+    store.release_lease(&l1).await.unwrap();
+    let l2 = lease(store, "refresh:wxa:access_token", "n2").await;
+    assert!(l2.fence > l1.fence, "fences grow with every grant");
+    // n1's late write is refused even though it comes first, and leaves the store alone.
+    assert_eq!(store.put_credential(&key, &new("late"), &l1).await.unwrap(), None);
+    assert_eq!(store.get_credential(&key).await.unwrap(), Some(w1.clone()));
+    let w2 = store.put_credential(&key, &new("v2"), &l2).await.unwrap().unwrap();
+    assert!(w2.version > w1.version);
+    assert_eq!(store.put_credential(&key, &new("late"), &l1).await.unwrap(), None);
+    assert_eq!(store.get_credential(&key).await.unwrap().unwrap().value, Secret::from("v2"));
+    // A lease for one credential fences nothing else; a lease that was never granted writes nothing.
+    let forged = Lease { name: "refresh:wxa:jsapi_ticket".into(), holder: "n9".into(), fence: u64::MAX };
+    assert_eq!(store.put_credential(&other, &new("t"), &forged).await.unwrap(), None);
+    let lt = lease(store, "refresh:wxa:jsapi_ticket", "n1").await;
+    let t1 = store.put_credential(&other, &new("t1"), &lt).await.unwrap().unwrap();
     let mut all = store.load_credentials().await.unwrap();
     all.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(all, vec![(key.clone(), cred("v9", 9)), (other, cred("t1", 1))]);
+    assert_eq!(all, vec![(key, w2), (other, t1)]);
 }
 
-async fn concurrent_writers_keep_the_highest(store: Arc<dyn Store>) {
-    let key = CredentialKey::new("wxc", CredentialKind::AccessToken);
-    let tasks: Vec<_> = (1..=40u64)
-        .map(|v| {
-            let (store, key) = (Arc::clone(&store), key.clone());
-            tokio::spawn(async move { store.put_credential(&key, &cred(&format!("v{v}"), v)).await.unwrap() })
+async fn versions_grow_past_stored_ones_whatever_the_fence(store: &dyn Store) {
+    // A second write under the same grant still gets a higher version.
+    let key = CredentialKey::new("wxv", CredentialKind::AccessToken);
+    let l = lease(store, "refresh:wxv:access_token", "n1").await;
+    let a = store.put_credential(&key, &new("a"), &l).await.unwrap().unwrap();
+    let b = store.put_credential(&key, &new("b"), &l).await.unwrap().unwrap();
+    assert!(b.version > a.version, "{} > {}", b.version, a.version);
+}
+
+async fn concurrent_grants_are_exclusive(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.try_lease("refresh:wxc:access_token", &format!("n{i}"), TTL).await.unwrap() })
         })
         .collect();
+    let mut granted = Vec::new();
     for t in tasks {
-        t.await.unwrap();
+        granted.extend(t.await.unwrap());
     }
-    assert_eq!(store.get_credential(&key).await.unwrap().unwrap().version, 40);
+    assert_eq!(granted.len(), 1, "{granted:?}");
 }
 
 async fn leases_are_exclusive_until_expiry(store: &dyn Store) {
     let ttl = Duration::from_millis(300);
-    assert!(store.try_lease("refresh:wxa:access_token", "n1", ttl).await.unwrap());
-    assert!(!store.try_lease("refresh:wxa:access_token", "n2", ttl).await.unwrap());
-    // The holder may renew; another lease name is independent.
-    assert!(store.try_lease("refresh:wxa:access_token", "n1", ttl).await.unwrap());
-    assert!(store.try_lease("refresh:wxb:access_token", "n2", ttl).await.unwrap());
-    // Only the holder releases.
-    store.release_lease("refresh:wxa:access_token", "n2").await.unwrap();
-    assert!(!store.try_lease("refresh:wxa:access_token", "n2", ttl).await.unwrap());
-    store.release_lease("refresh:wxa:access_token", "n1").await.unwrap();
-    assert!(store.try_lease("refresh:wxa:access_token", "n2", ttl).await.unwrap());
+    let name = "refresh:wxa:access_token";
+    let a = store.try_lease(name, "n1", ttl).await.unwrap().unwrap();
+    assert_eq!(store.try_lease(name, "n2", ttl).await.unwrap(), None);
+    // The holder may renew (a new grant, a higher fence); another lease name is independent.
+    let a2 = store.try_lease(name, "n1", ttl).await.unwrap().unwrap();
+    assert!(a2.fence > a.fence);
+    assert!(store.try_lease("refresh:wxb:access_token", "n2", ttl).await.unwrap().is_some());
+    // Only the holder of the current grant releases.
+    store.release_lease(&Lease { holder: "n2".into(), ..a2.clone() }).await.unwrap();
+    store.release_lease(&a).await.unwrap();
+    assert_eq!(store.try_lease(name, "n2", ttl).await.unwrap(), None);
+    store.release_lease(&a2).await.unwrap();
+    let b = store.try_lease(name, "n2", ttl).await.unwrap().unwrap();
+    assert!(b.fence > a2.fence, "a release keeps the fence growing");
     // Expiry frees it for others.
     tokio::time::sleep(ttl + Duration::from_millis(50)).await;
-    assert!(store.try_lease("refresh:wxa:access_token", "n3", ttl).await.unwrap());
+    let c = store.try_lease(name, "n3", ttl).await.unwrap().unwrap();
+    assert!(c.fence > b.fence);
+}
+
+/// Writes through `writer` reach subscribers of `reader` (the same store, or another handle
+/// on the same file) within the bound the design promises.
+async fn changes_reach_subscribers(writer: &dyn Store, reader: &dyn Store, bound: Duration) {
+    let mut rx = reader.subscribe();
+    let key = CredentialKey::new("wxf", CredentialKind::AccessToken);
+    for round in 0..3 {
+        let l = lease(writer, "refresh:wxf:access_token", "n1").await;
+        let t0 = std::time::Instant::now();
+        writer.put_credential(&key, &new(&format!("f{round}")), &l).await.unwrap().unwrap();
+        writer.release_lease(&l).await.unwrap();
+        // Quota writes are not credential changes.
+        writer.incr_quota("wxf", "/cgi-bin/token", "2026-11-20").await.unwrap();
+        let got = tokio::time::timeout(bound, async {
+            loop {
+                match rx.recv().await.unwrap() {
+                    Change::Credential(k) if k == key => return,
+                    other => panic!("unexpected change {other:?}"),
+                }
+            }
+        })
+        .await;
+        assert!(got.is_ok(), "round {round}: no change within {bound:?}");
+        assert!(t0.elapsed() <= bound);
+    }
+    // A refused write tells nobody.
+    let stale = Lease { name: "refresh:wxf:access_token".into(), holder: "n1".into(), fence: 1 };
+    assert_eq!(writer.put_credential(&key, &new("late"), &stale).await.unwrap(), None);
+    tokio::time::sleep(bound).await;
+    assert!(rx.try_recv().is_err(), "a refused write must not be announced");
 }
 
 async fn quota_counts_per_day(store: &dyn Store) {
@@ -94,11 +152,27 @@ async fn secrets_round_trip(store: &dyn Store) {
 }
 
 async fn conformance(make: impl Fn() -> Arc<dyn Store>) {
-    versions_never_go_backwards(&*make()).await;
-    concurrent_writers_keep_the_highest(make()).await;
+    fenced_writes_version_and_refuse_late_writers(&*make()).await;
+    versions_grow_past_stored_ones_whatever_the_fence(&*make()).await;
+    concurrent_grants_are_exclusive(make()).await;
     leases_are_exclusive_until_expiry(&*make()).await;
     quota_counts_per_day(&*make()).await;
     secrets_round_trip(&*make()).await;
+    let s = make();
+    changes_reach_subscribers(&*s, &*s, Duration::from_millis(250)).await;
+}
+
+#[test]
+fn fences_grow_and_follow_the_clock() {
+    assert_eq!(next_fence(0, 1_700_000_000_000), 1_700_000_000_000);
+    assert_eq!(next_fence(1_800_000_000_000, 1_700_000_000_000), 1_800_000_000_001);
+    let mut last = 0;
+    for now in [10, 10, 9, 11, 11, 3, -5] {
+        let f = next_fence(last, now);
+        assert!(f > last);
+        last = f;
+    }
+    assert_eq!(next_fence(u64::MAX, 0), u64::MAX);
 }
 
 #[tokio::test]
@@ -110,11 +184,45 @@ async fn memory_store_conforms() {
 async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let mut stores = Vec::new();
-    for i in 0..5 {
+    for i in 0..7 {
         stores.push(Arc::new(SqliteStore::open(&dir.path().join(format!("s{i}.db"))).await.unwrap()) as _);
     }
     let next = std::sync::Mutex::new(stores.into_iter());
     conformance(|| next.lock().unwrap().next().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_handles_on_one_file_share_leases_and_changes() {
+    // Two handles are two connections, as two processes have.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let opened = futures::future::join_all((0..3).map(|_| SqliteStore::open(&path))).await;
+    let [a, b, _c] = <[_; 3]>::try_from(opened).unwrap().map(Result::unwrap);
+    changes_reach_subscribers(&a, &b, Duration::from_millis(250)).await;
+    let l = lease(&a, "refresh:wxs:access_token", "a").await;
+    assert_eq!(b.try_lease("refresh:wxs:access_token", "b", TTL).await.unwrap(), None);
+    a.release_lease(&l).await.unwrap();
+    let lb = lease(&b, "refresh:wxs:access_token", "b").await;
+    let key = CredentialKey::new("wxs", CredentialKind::AccessToken);
+    assert_eq!(a.put_credential(&key, &new("late"), &l).await.unwrap(), None);
+    assert!(b.put_credential(&key, &new("b"), &lb).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_feed_resyncs_after_pruned_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pruned.db");
+    let a = SqliteStore::open(&path).await.unwrap();
+    let b = SqliteStore::open(&path).await.unwrap();
+    let mut rx = b.subscribe();
+    {
+        // Another process's writes pruned rows this one never read.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("INSERT INTO changes (seq, appid, kind) VALUES (50000, 'wxp', 'access_token')").unwrap();
+    }
+    drop(a);
+    let first = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(first, Change::Resync);
 }
 
 #[tokio::test]
@@ -122,19 +230,52 @@ async fn sqlite_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wx.db");
     let key = CredentialKey::new("wxa", CredentialKind::AccessToken);
-    {
+    let (written, held) = {
         let store = StoreConfig::Sqlite { path: path.clone() }.open().await.unwrap();
-        assert!(store.put_credential(&key, &cred("v7", 7)).await.unwrap());
+        let l = lease(&*store, "refresh:wxa:access_token", "n1").await;
+        let written = store.put_credential(&key, &new("v7"), &l).await.unwrap().unwrap();
         store.put_secret("authorizer:wxc:wx1", &Secret::from("refresh-1")).await.unwrap();
         store.incr_quota("wxa", "/cgi-bin/token", "2026-11-20").await.unwrap();
-        assert!(store.try_lease("refresh:wxa:access_token", "n1", Duration::from_secs(60)).await.unwrap());
-    }
+        let held = lease(&*store, "refresh:wxa:access_token", "n1").await;
+        (written, held)
+    };
     let store = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(store.get_credential(&key).await.unwrap(), Some(cred("v7", 7)));
-    assert!(!store.put_credential(&key, &cred("v6", 6)).await.unwrap());
+    assert_eq!(store.get_credential(&key).await.unwrap(), Some(written));
     assert_eq!(store.get_secret("authorizer:wxc:wx1").await.unwrap(), Some(Secret::from("refresh-1")));
     assert_eq!(store.load_credentials().await.unwrap().len(), 1);
-    assert!(!store.try_lease("refresh:wxa:access_token", "n2", Duration::from_secs(60)).await.unwrap());
+    assert_eq!(store.try_lease("refresh:wxa:access_token", "n2", TTL).await.unwrap(), None);
+    // The grant survives too: its holder may still write, and only it.
+    assert!(store.put_credential(&key, &new("v8"), &held).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn sqlite_migrates_a_version_1_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             CREATE TABLE credentials (appid TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,
+                 expires_at_ms INTEGER NOT NULL, fetched_at_ms INTEGER NOT NULL, version INTEGER NOT NULL,
+                 PRIMARY KEY (appid, kind));
+             CREATE TABLE secrets (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+             CREATE TABLE quotas (appid TEXT NOT NULL, endpoint TEXT NOT NULL, day TEXT NOT NULL,
+                 count INTEGER NOT NULL, PRIMARY KEY (appid, endpoint, day));
+             CREATE TABLE leases (name TEXT PRIMARY KEY NOT NULL, holder TEXT NOT NULL, until_ms INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (1);
+             INSERT INTO credentials VALUES ('wxa', 'access_token', 'old', 9000000, 1000, 99999999999999);
+             INSERT INTO leases VALUES ('refresh:wxa:access_token', 'node', 0);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let key = CredentialKey::new("wxa", CredentialKind::AccessToken);
+    assert_eq!(store.get_credential(&key).await.unwrap().unwrap().version, 99_999_999_999_999);
+    // A version from before fences (ahead of the clock here) is still outgrown.
+    let l = lease(&store, "refresh:wxa:access_token", "n1").await;
+    let w = store.put_credential(&key, &new("new"), &l).await.unwrap().unwrap();
+    assert_eq!(w.version, 100_000_000_000_000);
 }
 
 #[tokio::test]
