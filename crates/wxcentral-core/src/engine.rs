@@ -48,6 +48,9 @@ pub struct EngineConfig {
     pub stable_rotate_secs: u64,
     /// This node's name in refresh leases; must differ between processes sharing a store.
     pub node_id: String,
+    /// How long WeChat keeps a classic (component, authorizer) token working after its
+    /// successor was fetched: 300 s. Bounds the expiry promised to clients.
+    pub token_overlap_secs: u64,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +61,7 @@ impl Default for EngineConfig {
             read_wait: Duration::from_secs(3),
             stable_rotate_secs: 300,
             node_id: default_node_id(),
+            token_overlap_secs: 300,
         }
     }
 }
@@ -531,6 +535,18 @@ impl Inner {
             self.config.serve_margin_secs,
             rotate,
         )
+    }
+
+    /// `cred` with the expiry promised to clients set (see [`Credential::valid_until_ms`]).
+    fn with_promise(&self, slot: &Slot, mut cred: Credential) -> Arc<Credential> {
+        cred.valid_until_ms = if slot.source.kills_predecessor() {
+            let overlap_ms =
+                i64::try_from(self.config.token_overlap_secs).unwrap_or(i64::MAX / 1000).saturating_mul(1000);
+            policy::promised_until(cred.expires_at_ms, self.margins(slot, &cred), overlap_ms)
+        } else {
+            cred.expires_at_ms
+        };
+        Arc::new(cred)
     }
 
     /// The last moment `cred` is handed out (rule 2, with the confirmed-value guard).
@@ -1088,7 +1104,7 @@ impl Inner {
         // later one never is.
         let mut st = lock(&slot.state);
         let cred = if expires_at_ms < cur.expires_at_ms - UNCHANGED_EXPIRY_SLACK_MS {
-            let updated = Arc::new(Credential { expires_at_ms, ..(**cur).clone() });
+            let updated = self.with_promise(slot, Credential { expires_at_ms, ..(**cur).clone() });
             // Same version, so only if nothing newer was installed meanwhile.
             if slot.version() == Some(cur.version) {
                 slot.current.store(Some(Arc::clone(&updated)));
@@ -1184,6 +1200,7 @@ impl Inner {
         {
             return cur;
         }
+        let cred = self.with_promise(slot, Arc::unwrap_or_clone(cred));
         let m = self.margins(slot, &cred);
         let jitter = policy::jitter_ms(m, &mut rand::thread_rng());
         let window = fetched.filter(|_| slot.source.same_until_expiry());
@@ -1370,7 +1387,7 @@ impl Inner {
         CredentialStatus {
             kind: slot.key.kind,
             state,
-            expires_at_ms: cur.as_ref().map(|c| c.expires_at_ms),
+            expires_at_ms: cur.as_ref().map(|c| c.valid_until_ms),
             version: cur.as_ref().map(|c| c.version),
             last_error: st.last_error.clone(),
             next_refresh_ms,

@@ -89,9 +89,19 @@ pub struct Credential {
     /// scale with.
     pub fetched_at_ms: i64,
     pub version: u64,
+    /// Until when the value is promised to keep working, for answers to clients that cache it
+    /// (DESIGN.md §8 "Expiry in answers"): `expires_at_ms`, or earlier for values whose refresh
+    /// kills them (the earliest planned refresh plus WeChat's overlap). Not stored: the engine
+    /// derives it from its settings when it installs the value, the same on every node.
+    pub valid_until_ms: i64,
 }
 
 impl Credential {
+    /// A value as WeChat gave it, promised until it expires.
+    pub fn new(value: Secret, expires_at_ms: i64, fetched_at_ms: i64, version: u64) -> Self {
+        Self { value, expires_at_ms, fetched_at_ms, version, valid_until_ms: expires_at_ms }
+    }
+
     pub fn lifetime_ms(&self) -> i64 {
         self.expires_at_ms - self.fetched_at_ms
     }

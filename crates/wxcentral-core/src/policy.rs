@@ -165,6 +165,15 @@ pub(crate) fn jitter_ms(m: Margins, rng: &mut impl Rng) -> i64 {
     if max <= 0 { 0 } else { rng.gen_range(0..=max) }
 }
 
+/// Until when a value whose refresh kills it (after WeChat's `overlap_ms`) surely works: no
+/// proactive refresh comes before its earliest jittered time, so the value lives at least the
+/// overlap past that, and never past its expiry. Refreshes that come earlier (a caller reported
+/// the value rejected, an admin forced one) are not planned and cannot be promised against.
+pub(crate) fn promised_until(expires_at_ms: i64, m: Margins, overlap_ms: i64) -> i64 {
+    let earliest_refresh = refresh_at(expires_at_ms, m, m.refresh_before_ms / 10);
+    expires_at_ms.min(earliest_refresh.saturating_add(overlap_ms.max(0)))
+}
+
 /// When the proactive refresh of a value is due; jitter is subtracted (earlier, never later).
 pub(crate) fn refresh_at(expires_at_ms: i64, m: Margins, jitter_ms: i64) -> i64 {
     expires_at_ms - m.refresh_before_ms - jitter_ms
@@ -403,6 +412,24 @@ mod tests {
                 assert!(w.latest_ms - real <= slack, "{} > {slack} ({issued_here})", w.latest_ms - real);
             }
         }
+    }
+
+    #[test]
+    fn promises_end_an_overlap_after_the_earliest_refresh() {
+        let m = margins(H2, None, None, None);
+        // 7200 s: refreshed from 6408 s on (720 s margin, up to 72 s jitter), alive 300 s after.
+        assert_eq!(promised_until(H2, m, 300 * SEC), 6708 * SEC);
+        // An overlap longer than the margin promises no more than the expiry.
+        assert_eq!(promised_until(H2, m, 3600 * SEC), H2);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..1000 {
+            let planned = refresh_at(H2, m, jitter_ms(m, &mut rng));
+            assert!(planned + 300 * SEC >= promised_until(H2, m, 300 * SEC));
+        }
+        // 12 s lifetime with a 3 s overlap, as the tests run it.
+        let m = margins(12 * SEC, None, None, None);
+        let p = promised_until(12 * SEC, m, 3 * SEC);
+        assert!(p < 12 * SEC && p >= refresh_at(12 * SEC, m, m.refresh_before_ms / 10), "{p}");
     }
 
     fn failure(class: FaultClass, attempt: u32, lifetime_ms: i64, left: Option<i64>) -> Failure {

@@ -29,7 +29,9 @@ pub struct CredentialResponse<'a> {
     pub kind: &'static str,
     #[schema(value_type = String)]
     pub value: &'a Secret,
-    /// Unix seconds at which WeChat stops accepting the value.
+    /// Unix seconds until which the value is promised to keep working: WeChat's expiry, or for
+    /// tokens whose refresh kills them (classic, component, authorizer), no later than the
+    /// planned refresh plus WeChat's overlap. A client may cache the value until then.
     pub expires_at: i64,
     /// Seconds from now to `expires_at`.
     pub expires_in: i64,
@@ -43,7 +45,7 @@ impl<'a> CredentialResponse<'a> {
             appid,
             kind: kind.as_str(),
             value: &cred.value,
-            expires_at: cred.expires_at_ms.div_euclid(1000),
+            expires_at: cred.valid_until_ms.div_euclid(1000),
             expires_in: crate::render::expires_in(cred, now_ms),
             version: cred.version,
         }
@@ -348,12 +350,7 @@ mod tests {
 
     #[test]
     fn credential_responses_show_no_value_in_debug() {
-        let cred = Credential {
-            value: Secret::new("TOKEN-VALUE-123".to_owned()),
-            expires_at_ms: 7_200_000,
-            fetched_at_ms: 0,
-            version: 7,
-        };
+        let cred = Credential::new(Secret::new("TOKEN-VALUE-123".to_owned()), 7_200_000, 0, 7);
         let r = CredentialResponse::new("wx1", CredentialKind::AccessToken, &cred, 0);
         assert!(!format!("{r:?}").contains("TOKEN-VALUE-123"), "{r:?}");
         assert!(serde_json::to_string(&r).unwrap().contains("\"value\":\"TOKEN-VALUE-123\""));

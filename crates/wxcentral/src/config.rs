@@ -77,6 +77,10 @@ pub struct ServerConfig {
     /// Largest request body accepted; larger ones get 413 `payload_too_large`.
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
+    /// This process's name in the store's refresh leases; every process sharing a store needs
+    /// its own (default: hostname-pid-random).
+    #[serde(default)]
+    pub node_id: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +90,7 @@ impl Default for ServerConfig {
             public_url: None,
             log_format: LogFormat::default(),
             body_limit_bytes: default_body_limit(),
+            node_id: None,
         }
     }
 }
@@ -170,6 +175,9 @@ pub struct RefreshConfig {
     pub read_wait_ms: Option<u64>,
     /// WeChat's stable_token rotation window (300 s on the real service).
     pub stable_rotate_secs: Option<u64>,
+    /// How long WeChat keeps a classic token working after its successor was fetched (300 s
+    /// on the real service); bounds the `expires_in` promised to clients.
+    pub token_overlap_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -259,6 +267,11 @@ impl Config {
         check_http_url("upstream.base_url", &self.upstream.base_url)?;
         if self.upstream.timeout_ms == 0 {
             return Err(ConfigError::new("upstream.timeout_ms", "must be greater than 0"));
+        }
+        if let Some(id) = &self.server.node_id
+            && (id.is_empty() || id.len() > 128 || id.chars().any(char::is_control))
+        {
+            return Err(ConfigError::new("server.node_id", "must be 1 to 128 characters with no control characters"));
         }
         if self.server.body_limit_bytes < 1024 {
             return Err(ConfigError::new("server.body_limit_bytes", "must be at least 1024"));
@@ -362,6 +375,8 @@ impl Config {
             serve_margin_secs: self.refresh.serve_margin_secs,
             read_wait: self.refresh.read_wait_ms.map(Duration::from_millis).unwrap_or(defaults.read_wait),
             stable_rotate_secs: self.refresh.stable_rotate_secs.unwrap_or(defaults.stable_rotate_secs),
+            node_id: self.server.node_id.clone().unwrap_or(defaults.node_id),
+            token_overlap_secs: self.refresh.token_overlap_secs.unwrap_or(defaults.token_overlap_secs),
             ..defaults
         }
     }

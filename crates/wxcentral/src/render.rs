@@ -66,7 +66,7 @@ impl RenderCache {
 }
 
 pub(crate) fn expires_in(cred: &Credential, now_ms: i64) -> i64 {
-    (cred.expires_at_ms - now_ms).div_euclid(1000).max(0)
+    (cred.valid_until_ms - now_ms).div_euclid(1000).max(0)
 }
 
 /// `expires_in` is rendered as a marker that no other field can contain, then cut out.
@@ -100,12 +100,7 @@ mod tests {
     use wechat_proto::Secret;
 
     fn cred(value: &str, expires_at_ms: i64, version: u64) -> Arc<Credential> {
-        Arc::new(Credential {
-            value: Secret::new(value.to_owned()),
-            expires_at_ms,
-            fetched_at_ms: 0,
-            version,
-        })
+        Arc::new(Credential::new(Secret::new(value.to_owned()), expires_at_ms, 0, version))
     }
 
     fn serde_body(appid: &str, kind: CredentialKind, c: &Credential, now: i64) -> Vec<u8> {

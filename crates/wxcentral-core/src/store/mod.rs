@@ -28,12 +28,7 @@ pub struct NewCredential {
 
 impl NewCredential {
     pub fn with_version(self, version: u64) -> Credential {
-        Credential {
-            value: self.value,
-            expires_at_ms: self.expires_at_ms,
-            fetched_at_ms: self.fetched_at_ms,
-            version,
-        }
+        Credential::new(self.value, self.expires_at_ms, self.fetched_at_ms, version)
     }
 }
 

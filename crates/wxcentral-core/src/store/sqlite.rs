@@ -320,14 +320,14 @@ fn version_to_sql(v: u64) -> rusqlite::Result<i64> {
 
 fn row_to_credential(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Credential> {
     let version: i64 = row.get(first + 3)?;
-    Ok(Credential {
-        value: Secret::new(row.get::<_, String>(first)?),
-        expires_at_ms: row.get(first + 1)?,
-        fetched_at_ms: row.get(first + 2)?,
-        version: u64::try_from(version).map_err(|e| {
+    Ok(Credential::new(
+        Secret::new(row.get::<_, String>(first)?),
+        row.get(first + 1)?,
+        row.get(first + 2)?,
+        u64::try_from(version).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(first + 3, rusqlite::types::Type::Integer, Box::new(e))
         })?,
-    })
+    ))
 }
 
 #[async_trait]

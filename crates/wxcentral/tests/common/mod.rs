@@ -117,6 +117,7 @@ pub fn config(sim: &SimHandle, apps: &[TestApp]) -> Config {
     c.refresh.read_wait_ms = Some(1500);
     // The simulator's stable rotation window for these apps, so stable refreshes land inside it.
     c.refresh.stable_rotate_secs = apps.first().map(|a| a.sim.stable_rotate_secs);
+    c.refresh.token_overlap_secs = apps.first().map(|a| a.sim.overlap_secs);
     c.apps = apps
         .iter()
         .map(|a| AppConfig {
