@@ -294,3 +294,128 @@ pub async fn metric(server: &Server, name: &str, labels: &[(&str, &str)]) -> Opt
     }
     total
 }
+
+// ---------------------------------------------------------------------------------------------
+// Real `wxcentral serve` processes, for claims about several nodes, crashes and stalls
+
+/// The config file of a node serving `apps` from `sim` on the SQLite file `db`, with the
+/// harness's three client keys. `extra` is appended (more `[server]`/`[refresh]` keys).
+pub fn node_toml(sim: &SimHandle, apps: &[TestApp], db: &std::path::Path, node_id: &str, extra: &str) -> String {
+    let c = config(sim, apps);
+    let mut t = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nnode_id = \"{node_id}\"\n\n[store]\nkind = \"sqlite\"\npath = {db:?}\n\n\
+         [upstream]\nbase_url = \"{}\"\ntimeout_ms = {}\n\n[refresh]\nread_wait_ms = {}\n",
+        c.upstream.base_url,
+        c.upstream.timeout_ms,
+        c.refresh.read_wait_ms.unwrap_or(1500),
+    );
+    if let Some(s) = c.refresh.stable_rotate_secs {
+        t += &format!("stable_rotate_secs = {s}\n");
+    }
+    if let Some(s) = c.refresh.token_overlap_secs {
+        t += &format!("token_overlap_secs = {s}\n");
+    }
+    t += extra;
+    for a in &c.apps {
+        let api = match a.token_api {
+            TokenApi::Stable => "stable",
+            TokenApi::Classic => "classic",
+        };
+        let tickets: Vec<String> = a.tickets.iter().map(|t| format!("\"{}\"", t.as_str())).collect();
+        t += &format!(
+            "\n[[app]]\nappid = \"{}\"\nsecret = \"{}\"\ntoken_api = \"{api}\"\ntickets = [{}]\n",
+            a.appid,
+            a.secret.expose(),
+            tickets.join(", ")
+        );
+    }
+    for cl in &c.clients {
+        let apps: Vec<String> = cl.apps.iter().map(|a| format!("\"{a}\"")).collect();
+        t += &format!(
+            "\n[[client]]\nname = \"{}\"\nkey_sha256 = \"{}\"\napps = [{}]\nrefresh = {}\nadmin = {}\n",
+            cl.name,
+            cl.key_sha256,
+            apps.join(", "),
+            cl.refresh,
+            cl.admin
+        );
+    }
+    t
+}
+
+/// A `wxcentral serve` child process. Its stderr goes to a file the test can read; dropping
+/// the node kills it.
+pub struct Node {
+    pub child: std::process::Child,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Node {
+    /// Starts the binary on `toml` and waits until it listens.
+    pub fn spawn(dir: &std::path::Path, name: &str, toml: &str) -> Node {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, toml).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Self::start(&config, &log);
+        let mut node = Node { child, base: String::new(), log };
+        node.base = node.wait_listening(Duration::from_secs(30));
+        node
+    }
+
+    fn start(config: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+        let err = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_wxcentral"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info,wxcentral_core=debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("wxcentral starts")
+    }
+
+    fn wait_listening(&mut self, limit: Duration) -> String {
+        let t0 = std::time::Instant::now();
+        loop {
+            let text = self.logs();
+            // The last `listening` line: a restarted node appends to the same log.
+            if let Some(line) = text.lines().rev().find(|l| l.contains("listening")) {
+                let addr = line.rsplit("addr=").next().unwrap().split_whitespace().next().unwrap();
+                return format!("http://{addr}");
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("node exited with {status} before listening:\n{text}");
+            }
+            assert!(t0.elapsed() < limit, "node not listening after {limit:?}:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{sig} {}", self.pid());
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
