@@ -266,6 +266,9 @@ fn lifetime_of(cred: &Credential) -> i64 {
 type AppSlots = HashMap<CredentialKind, Arc<Slot>, foldhash::fast::RandomState>;
 type SlotMap = HashMap<String, AppSlots, foldhash::fast::RandomState>;
 
+/// The longest lifetime believed from an answer (exclusive).
+const MAX_EXPIRES_IN_SECS: u64 = 86_400;
+
 /// How much earlier than the held expiry WeChat may report the same value's expiry before we
 /// believe it: its whole-second rounding plus a generous round trip.
 const UNCHANGED_EXPIRY_SLACK_MS: i64 = 2_000;
@@ -1030,6 +1033,14 @@ impl Inner {
         let key = &slot.key;
         if expires_in == 0 && slot.current.load().as_ref().is_none_or(|c| !c.value.ct_eq(value.expose())) {
             return Err(FlightError::other(FaultClass::Transient, "malformed response: expires_in is 0"));
+        }
+        // WeChat's lifetimes are two hours; a day or more is a broken answer, not a value to
+        // keep (and it must not overflow the arithmetic below).
+        if expires_in >= MAX_EXPIRES_IN_SECS {
+            return Err(FlightError::other(
+                FaultClass::Transient,
+                format!("malformed response: expires_in {expires_in} is beyond a day"),
+            ));
         }
         let expires_at_ms =
             fetched_at.saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX / 2000) * 1000);

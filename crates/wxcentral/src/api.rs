@@ -5,7 +5,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
@@ -139,6 +139,42 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// Path parameters whose rejections (a segment that is not UTF-8 once percent-decoded, say)
+/// answer `400 invalid_request` through the error table like every other bad input.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(t)) => Ok(ApiPath(t)),
+            Err(e) => Err(ApiError::InvalidRequest(format!("invalid path: {}", e.body_text()))),
+        }
+    }
+}
+
+/// `GET /`: where to look, for a person or a script that found the port.
+#[utoipa::path(get, path = "/", tag = "operations", responses((status = 200, description = "Where the API is described", body = RootResponse)))]
+pub async fn root() -> Json<RootResponse> {
+    Json(RootResponse {
+        service: "wxcentral",
+        version: env!("CARGO_PKG_VERSION"),
+        openapi: "/openapi.json",
+        docs: "https://github.com/wxcentral/wxcentral/blob/main/docs/design.md",
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RootResponse {
+    pub service: &'static str,
+    pub version: &'static str,
+    /// The OpenAPI document of this server.
+    pub openapi: &'static str,
+    pub docs: &'static str,
+}
+
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(body_rejection)`
 fn body_rejection(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -218,7 +254,7 @@ pub async fn list_apps(State(state): State<AppState>, headers: HeaderMap) -> Res
 )]
 pub async fn get_credential(
     State(state): State<AppState>,
-    Path((appid, kind)): Path<(String, String)>,
+    ApiPath((appid, kind)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
     read_credential(&state, &headers, &appid, &kind).await
@@ -259,7 +295,7 @@ pub(crate) async fn read_credential(
 )]
 pub async fn refresh_credential(
     State(state): State<AppState>,
-    Path((appid, kind)): Path<(String, String)>,
+    ApiPath((appid, kind)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
@@ -296,7 +332,7 @@ pub async fn refresh_credential(
 )]
 pub async fn jssdk_config(
     State(state): State<AppState>,
-    Path(appid): Path<String>,
+    ApiPath(appid): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<JssdkConfigRequest>,
 ) -> Result<Json<JssdkConfigResponse>> {

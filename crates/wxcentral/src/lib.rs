@@ -68,6 +68,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, ServerError> {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit();
     Router::new()
+        .route("/", get(api::root))
         .route("/v1/apps", get(api::list_apps))
         .route("/v1/apps/{appid}/jssdk_config", post(api::jssdk_config))
         .route(front::CREDENTIAL_ROUTE, get(api::get_credential))

@@ -16,9 +16,11 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         api::healthz,
         api::readyz,
         api::metrics,
+        api::root,
     ),
     components(schemas(
         api::CredentialResponse<'_>,
+        api::RootResponse,
         api::RefreshRequest,
         api::JssdkConfigRequest,
         api::JssdkConfigResponse,

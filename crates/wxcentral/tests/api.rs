@@ -48,6 +48,26 @@ async fn auth_scopes_and_error_table() {
     let (s, body) = get_json(&c, &server.url("/no/such/path"), ADMIN_KEY).await;
     assert_eq!((s, body["error"]["code"].as_str()), (404, Some("not_found")));
 
+    // A path segment that is not UTF-8 once decoded: 400 through the error table, on every
+    // route with path parameters.
+    for path in ["/v1/apps/%FF/access_token", "/v1/apps/wx1/%C3%28", "/v1/apps/%FF/access_token/refresh"] {
+        let r = if path.ends_with("refresh") {
+            c.post(server.url(path)).bearer_auth(ADMIN_KEY).send().await.unwrap()
+        } else {
+            c.get(server.url(path)).bearer_auth(ADMIN_KEY).send().await.unwrap()
+        };
+        assert_eq!(r.status(), 400, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_request", "{path}: {body}");
+    }
+    let r = c.post(server.url("/v1/apps/%FF/jssdk_config")).bearer_auth(ADMIN_KEY).json(&json!({"url": "https://a.example/"})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // The root points at the API description.
+    let (s, body) = get_json(&c, &server.url("/"), ADMIN_KEY).await;
+    assert_eq!(s, 200);
+    assert_eq!(body["openapi"], "/openapi.json");
+
     // Garbage bodies: 400. Oversized: 413.
     let refresh = server.url("/v1/apps/wxapi0000000000001/access_token/refresh");
     for garbage in ["{not json", "[]", "{\"invalid\":5}", "{\"other\":\"x\"}", "\u{0}\u{1}"] {

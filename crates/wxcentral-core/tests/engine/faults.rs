@@ -212,3 +212,16 @@ async fn a_bad_secret_stops_fast_retries_and_reads_say_why() {
     assert_eq!(sim.calls("wxa", wechat_proto::api::PATH_STABLE_TOKEN), 2);
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_absurd_expires_in_is_an_upstream_error() {
+    // A lifetime of more than a day: no value is kept, reads get 503 with the reason.
+    let sim = sim(vec![sim_app("wxforever", 200_000)]).await;
+    let engine = engine(&sim, vec![app("wxforever", TokenApi::Stable, &[])]).await;
+    match engine.get("wxforever", AT).await {
+        Err(Error::Unavailable { reason: Some(r), .. }) => assert!(r.contains("beyond a day"), "{r}"),
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    let status = engine.status().await;
+    assert_eq!(status[0].credentials[0].state, "failing");
+}
