@@ -97,6 +97,12 @@ impl SimHandle {
         self.sim.calls(appid, endpoint)
     }
 
+    /// The most WeChat calls in flight at once since start or the last reset (also
+    /// `peak_in_flight` in `GET /__sim/calls`).
+    pub fn peak_in_flight(&self) -> u64 {
+        self.sim.peak_in_flight()
+    }
+
     /// Requests received on `endpoint` for all apps.
     pub fn total_calls(&self, endpoint: &str) -> u64 {
         self.sim.total_calls(endpoint)

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -41,6 +42,28 @@ pub(crate) struct Shared {
     /// Bumped by reset (hung requests return, push loops push a fresh ticket); set to
     /// [`SHUTDOWN`] when stopping.
     pub(crate) epoch: watch::Sender<u64>,
+    /// WeChat calls being answered right now, and the most there were at once since start or
+    /// reset: how a client's concurrency bound is checked from outside. Apart from `state` so a
+    /// reset never loses count of calls still in flight.
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
+}
+
+/// Counts one WeChat call in flight until dropped (answered, or cancelled by a hang-up).
+struct InFlight(Simulator);
+
+impl InFlight {
+    fn enter(sim: &Simulator) -> Self {
+        let now = sim.shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        sim.shared.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(sim.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Simulator {
@@ -62,6 +85,8 @@ impl Simulator {
                 clock: Clock::new(),
                 client,
                 epoch: watch::Sender::new(0),
+                in_flight: AtomicU64::new(0),
+                peak_in_flight: AtomicU64::new(0),
             }),
         })
     }
@@ -82,10 +107,16 @@ impl Simulator {
         self.lock().total_calls(endpoint)
     }
 
+    /// The most WeChat calls that were in flight at once since start or the last reset.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.shared.peak_in_flight.load(Ordering::SeqCst)
+    }
+
     /// Clears credentials, codes, counters, faults and quotas (the clock keeps its offset, so time
     /// never runs backwards for the code under test); push loops push a new ticket at once.
     pub fn reset(&self) {
         self.lock().reset();
+        self.shared.peak_in_flight.store(self.shared.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
         self.shared.epoch.send_if_modified(|e| {
             if *e == SHUTDOWN {
                 return false;
@@ -214,6 +245,7 @@ pub fn router(sim: Simulator) -> Router {
 // ---- WeChat paths --------------------------------------------------------------------------
 
 async fn wechat(AxState(sim): AxState<Simulator>, request: Request) -> Response {
+    let _in_flight = InFlight::enter(&sim);
     let ip = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -333,7 +365,10 @@ async fn calls(AxState(sim): AxState<Simulator>) -> Response {
         .collect();
     let (ok, failed) =
         st.components.values().fold((0, 0), |(o, f), c| (o + c.pushes_ok, f + c.pushes_failed));
-    Json(json!({ "calls": calls, "pushes_ok": ok, "pushes_failed": failed })).into_response()
+    let peak = sim.peak_in_flight();
+    drop(st);
+    Json(json!({ "calls": calls, "pushes_ok": ok, "pushes_failed": failed, "peak_in_flight": peak }))
+        .into_response()
 }
 
 async fn pushes(AxState(sim): AxState<Simulator>) -> Response {

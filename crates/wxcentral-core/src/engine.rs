@@ -16,6 +16,7 @@
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::kind::{AppKind, AppSpec, Credential, CredentialKey, CredentialKind, TokenApi};
+use crate::limiter::{Limiter, Permit};
 use crate::policy::{self, ExpiryWindow, Failure, Margins};
 use crate::quota::{ms_until_next_day, wechat_day};
 use crate::store::{Change, Lease, NewCredential, Store};
@@ -51,6 +52,10 @@ pub struct EngineConfig {
     /// How long WeChat keeps a classic (component, authorizer) token working after its
     /// successor was fetched: 300 s. Bounds the expiry promised to clients.
     pub token_overlap_secs: u64,
+    /// Upstream calls in flight at once, all credentials together.
+    pub max_concurrency: usize,
+    /// Upstream calls started per second, all credentials together.
+    pub max_per_second: u32,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +67,8 @@ impl Default for EngineConfig {
             stable_rotate_secs: 300,
             node_id: default_node_id(),
             token_overlap_secs: 300,
+            max_concurrency: 16,
+            max_per_second: 50,
         }
     }
 }
@@ -283,6 +290,7 @@ struct Inner {
     cancel: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     next_flight: AtomicU64,
+    limiter: Limiter,
 }
 
 pub struct Engine {
@@ -336,7 +344,9 @@ impl Engine {
             }
             slots.insert(app.appid.clone(), kinds);
         }
+        let limiter = Limiter::new(config.max_concurrency, config.max_per_second);
         let inner = Arc::new(Inner {
+            limiter,
             store,
             upstream,
             config,
@@ -800,6 +810,13 @@ impl Inner {
         {
             return Ok(Fetched { cred: s, rotated: true });
         }
+        // A token fetch is one call: its place in the limiter's queue comes before the lease, so
+        // the lease is not spent waiting. A ticket first needs the token (its own refresh, with
+        // its own permit), so it queues inside the fetch.
+        let permit = match slot.source {
+            Source::Token { .. } => Some(self.limiter.acquire().await),
+            Source::Ticket(_) => None,
+        };
         let lease = match self.take_lease(slot, reason, seen).await {
             LeaseOutcome::Adopted(c) => return Ok(Fetched { cred: c, rotated: true }),
             LeaseOutcome::Held(grant) => Some(grant),
@@ -813,14 +830,14 @@ impl Inner {
         };
         let highest = [slot.version(), stored.map(|s| s.version)].into_iter().flatten().max();
         let fetched_at = now_ms();
-        let result = match self.fetch(slot, reason).await {
+        let result = match self.fetch(slot, reason, permit).await {
             Ok((value, expires_in)) => {
                 self.land(slot, reason, value, expires_in, fetched_at, highest, lease.as_ref()).await
             }
             Err(e) => Err(e),
         };
         if let Some(grant) = lease {
-            self.release(&grant.lease).await;
+            self.release(&grant).await;
         }
         result
     }
@@ -884,7 +901,6 @@ impl Inner {
             slot.current.load_full().filter(|c| self.satisfies(slot, reason, seen, c, now_ms()))
         };
         loop {
-            let asked = tokio::time::Instant::now();
             match self.store.try_lease(&name, &self.config.node_id, ttl).await {
                 Ok(Some(lease)) => {
                     // The look at the store must come under the lease: a holder that wrote
@@ -896,15 +912,19 @@ impl Inner {
                         self.release(&lease).await;
                         return LeaseOutcome::Adopted(c);
                     }
-                    return LeaseOutcome::Held(Grant { lease, until: asked + ttl });
+                    return LeaseOutcome::Held(lease);
                 }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(lease = name, error = %e, "refresh lease unavailable");
-                    return LeaseOutcome::Unavailable(format!("store unavailable for the refresh lease: {e}"));
+                    return LeaseOutcome::Unavailable(format!(
+                        "store unavailable for the refresh lease: {e}"
+                    ));
                 }
             }
-            if let Some(c) = slot.current.load_full().filter(|c| self.satisfies(slot, reason, seen, c, now_ms())) {
+            if let Some(c) =
+                slot.current.load_full().filter(|c| self.satisfies(slot, reason, seen, c, now_ms()))
+            {
                 return LeaseOutcome::Adopted(c);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -932,8 +952,13 @@ impl Inner {
         &self,
         appid: &str,
         endpoint: &'static str,
+        permit: Option<Permit>,
         call: impl Future<Output = std::result::Result<T, UpstreamError>>,
     ) -> std::result::Result<T, UpstreamError> {
+        let _permit = match permit {
+            Some(p) => p,
+            None => self.limiter.acquire().await,
+        };
         let day = wechat_day(now_ms());
         let book = async {
             match self.store.incr_quota(appid, endpoint, &day).await {
@@ -955,19 +980,25 @@ impl Inner {
         self: &Arc<Self>,
         slot: &Slot,
         reason: Reason,
+        permit: Option<Permit>,
     ) -> std::result::Result<(Secret, u64), FlightError> {
         let appid = slot.key.appid.as_str();
         let up = &self.upstream;
         match &slot.source {
             Source::Token { secret, api: TokenApi::Stable } => {
                 let force = reason == Reason::Forced;
-                self.call_upstream(appid, api::PATH_STABLE_TOKEN, up.stable_token(appid, secret, force))
-                    .await
-                    .map(|r| (r.access_token, r.expires_in))
-                    .map_err(FlightError::from_upstream)
+                self.call_upstream(
+                    appid,
+                    api::PATH_STABLE_TOKEN,
+                    permit,
+                    up.stable_token(appid, secret, force),
+                )
+                .await
+                .map(|r| (r.access_token, r.expires_in))
+                .map_err(FlightError::from_upstream)
             }
             Source::Token { secret, api: TokenApi::Classic } => self
-                .call_upstream(appid, api::PATH_TOKEN, up.classic_token(appid, secret))
+                .call_upstream(appid, api::PATH_TOKEN, permit, up.classic_token(appid, secret))
                 .await
                 .map(|r| (r.access_token, r.expires_in))
                 .map_err(FlightError::from_upstream),
@@ -992,7 +1023,7 @@ impl Inner {
         };
         let token = self.get(appid, CredentialKind::AccessToken, wait).await.map_err(dependency)?;
         let up = &self.upstream;
-        match self.call_upstream(appid, api::PATH_GETTICKET, up.ticket(appid, &token.value, tt)).await {
+        match self.call_upstream(appid, api::PATH_GETTICKET, None, up.ticket(appid, &token.value, tt)).await {
             Ok(r) => Ok((r.ticket, r.expires_in)),
             Err(e) if e.class() == FaultClass::TokenInvalid => {
                 tracing::info!(appid, ticket = tt.as_str(), errcode = ?e.errcode(), "getticket rejected the token; reporting it");
@@ -1000,7 +1031,7 @@ impl Inner {
                     .report_invalid(appid, CredentialKind::AccessToken, token.value.expose())
                     .await
                     .map_err(dependency)?;
-                self.call_upstream(appid, api::PATH_GETTICKET, up.ticket(appid, &fresh.value, tt))
+                self.call_upstream(appid, api::PATH_GETTICKET, None, up.ticket(appid, &fresh.value, tt))
                     .await
                     .map(|r| (r.ticket, r.expires_in))
                     .map_err(|e| {
@@ -1028,7 +1059,7 @@ impl Inner {
         expires_in: u64,
         fetched_at: i64,
         highest: Option<u64>,
-        lease: Option<&Grant>,
+        lease: Option<&Lease>,
     ) -> FlightResult {
         let key = &slot.key;
         if expires_in == 0 && slot.current.load().as_ref().is_none_or(|c| !c.value.ct_eq(value.expose())) {
@@ -1053,18 +1084,15 @@ impl Inner {
         let highest = [highest, slot.version()].into_iter().flatten().max();
         let new = NewCredential { value, expires_at_ms, fetched_at_ms: fetched_at };
         let local_version = |fence: u64| highest.map_or(fence, |h| fence.max(h.saturating_add(1)));
+        // Whether our lease still stands is the store's call: it refuses the write once a newer
+        // grant exists (we stalled, or the fetch was slow, and another node took over).
         let cred = match lease {
-            Some(grant) if tokio::time::Instant::now() >= grant.until => {
-                // Our lease ran out while we fetched (a stall, a slow upstream): another node may
-                // hold it now, and the store would refuse the write anyway.
-                return Err(self.late_write(slot).await);
-            }
-            Some(grant) => match self.store.put_credential(key, &new, &grant.lease).await {
+            Some(grant) => match self.store.put_credential(key, &new, grant).await {
                 Ok(Some(written)) => written,
                 Ok(None) => return Err(self.late_write(slot).await),
                 Err(e) => {
                     tracing::warn!(appid = key.appid, kind = %key.kind, error = %e, "store write failed; serving the new value from memory");
-                    new.with_version(local_version(grant.lease.fence))
+                    new.with_version(local_version(grant.fence))
                 }
             },
             None => new.with_version(local_version(u64::try_from(now_ms()).unwrap_or(0))),
@@ -1409,15 +1437,9 @@ impl Inner {
 }
 
 enum LeaseOutcome {
-    Held(Grant),
+    Held(Lease),
     /// No lease to be had (store trouble, or a holder that never finished).
     Unavailable(String),
     /// The holder's value arrived while waiting.
     Adopted(Arc<Credential>),
-}
-
-/// A lease this node holds, and when it runs out by this node's clock.
-struct Grant {
-    lease: Lease,
-    until: tokio::time::Instant,
 }

@@ -21,6 +21,7 @@ mod clock;
 pub mod engine;
 pub mod error;
 pub mod kind;
+mod limiter;
 mod policy;
 pub mod quota;
 pub mod store;

@@ -150,12 +150,31 @@ pub struct UpstreamConfig {
     pub base_url: String,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Upstream calls in flight at once, every credential together.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// Upstream calls started per second, every credential together.
+    #[serde(default = "default_max_per_second")]
+    pub max_per_second: u32,
 }
 
 impl Default for UpstreamConfig {
     fn default() -> Self {
-        Self { base_url: default_base_url(), timeout_ms: default_timeout_ms() }
+        Self {
+            base_url: default_base_url(),
+            timeout_ms: default_timeout_ms(),
+            max_concurrency: default_max_concurrency(),
+            max_per_second: default_max_per_second(),
+        }
     }
+}
+
+fn default_max_concurrency() -> usize {
+    16
+}
+
+fn default_max_per_second() -> u32 {
+    50
 }
 
 fn default_base_url() -> String {
@@ -271,7 +290,16 @@ impl Config {
         if let Some(id) = &self.server.node_id
             && (id.is_empty() || id.len() > 128 || id.chars().any(char::is_control))
         {
-            return Err(ConfigError::new("server.node_id", "must be 1 to 128 characters with no control characters"));
+            return Err(ConfigError::new(
+                "server.node_id",
+                "must be 1 to 128 characters with no control characters",
+            ));
+        }
+        if !(1..=1024).contains(&self.upstream.max_concurrency) {
+            return Err(ConfigError::new("upstream.max_concurrency", "must be 1 to 1024"));
+        }
+        if !(1..=100_000).contains(&self.upstream.max_per_second) {
+            return Err(ConfigError::new("upstream.max_per_second", "must be 1 to 100000"));
         }
         if self.server.body_limit_bytes < 1024 {
             return Err(ConfigError::new("server.body_limit_bytes", "must be at least 1024"));
@@ -377,7 +405,8 @@ impl Config {
             stable_rotate_secs: self.refresh.stable_rotate_secs.unwrap_or(defaults.stable_rotate_secs),
             node_id: self.server.node_id.clone().unwrap_or(defaults.node_id),
             token_overlap_secs: self.refresh.token_overlap_secs.unwrap_or(defaults.token_overlap_secs),
-            ..defaults
+            max_concurrency: self.upstream.max_concurrency,
+            max_per_second: self.upstream.max_per_second,
         }
     }
 

@@ -60,7 +60,13 @@ async fn auth_scopes_and_error_table() {
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], "invalid_request", "{path}: {body}");
     }
-    let r = c.post(server.url("/v1/apps/%FF/jssdk_config")).bearer_auth(ADMIN_KEY).json(&json!({"url": "https://a.example/"})).send().await.unwrap();
+    let r = c
+        .post(server.url("/v1/apps/%FF/jssdk_config"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"url": "https://a.example/"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 
     // The root points at the API description.

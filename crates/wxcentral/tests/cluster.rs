@@ -59,8 +59,12 @@ async fn three_processes_on_one_sqlite_file_fetch_once_and_serve_only_live_token
     // A reader on every node every 100 ms; each value read is checked against the simulator.
     let mut tasks = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
-        let (url, seen, client, sim_url) =
-            (node.url(&format!("/v1/apps/{}/access_token", app.appid())), Arc::clone(&seen), client.clone(), sim.base_url());
+        let (url, seen, client, sim_url) = (
+            node.url(&format!("/v1/apps/{}/access_token", app.appid())),
+            Arc::clone(&seen),
+            client.clone(),
+            sim.base_url(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             while Instant::now() < deadline {
@@ -182,7 +186,8 @@ async fn a_lease_holder_frozen_past_its_lease_never_gets_its_value_served() {
     assert_eq!(sim.calls(app.appid(), TOKEN), 1);
 
     // A forced refresh on a whose upstream call hangs 1.5 s; a is frozen inside it.
-    sim_fault(&sim, serde_json::json!({"endpoint": TOKEN, "kind": "delay", "delay_ms": 1500, "count": 1})).await;
+    sim_fault(&sim, serde_json::json!({"endpoint": TOKEN, "kind": "delay", "delay_ms": 1500, "count": 1}))
+        .await;
     let forced_on_a = {
         let (client, url) = (client.clone(), a.url(&format!("{token_path}/refresh")));
         tokio::spawn(async move { post_json(&client, &url, ADMIN_KEY, None).await })
@@ -199,7 +204,8 @@ async fn a_lease_holder_frozen_past_its_lease_never_gets_its_value_served() {
     let tb_value = tb["value"].as_str().unwrap().to_owned();
 
     a.signal("CONT");
-    let _ = tokio::time::timeout(Duration::from_secs(10), forced_on_a).await.expect("a answers after resuming");
+    let _ =
+        tokio::time::timeout(Duration::from_secs(10), forced_on_a).await.expect("a answers after resuming");
     // Both nodes serve b's value from now on, and the store keeps it.
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {

@@ -25,14 +25,20 @@ async fn a_client_caching_for_expires_in_never_holds_a_killed_token() {
         assert_eq!(status, 200, "{body}");
         let expires_in = body["expires_in"].as_u64().unwrap();
         let expires_at = body["expires_at"].as_i64().unwrap();
-        let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        assert!((expires_at - now_secs - expires_in as i64).abs() <= 1, "expires_at and expires_in agree: {body}");
+        let now_secs =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        assert!(
+            (expires_at - now_secs - expires_in as i64).abs() <= 1,
+            "expires_at and expires_in agree: {body}"
+        );
         assert!(expires_in >= 1, "a served value is promised for a while: {body}");
         versions.insert(body["version"].as_u64().unwrap());
-        let (value, sim_url, client) = (body["value"].as_str().unwrap().to_owned(), sim.base_url(), client.clone());
+        let (value, sim_url, client) =
+            (body["value"].as_str().unwrap().to_owned(), sim.base_url(), client.clone());
         checks.push(tokio::spawn(async move {
             // Whole seconds, rounded down: the cache ends `expires_in` seconds after the read.
-            tokio::time::sleep(Duration::from_secs(expires_in).saturating_sub(Duration::from_millis(150))).await;
+            tokio::time::sleep(Duration::from_secs(expires_in).saturating_sub(Duration::from_millis(150)))
+                .await;
             let check: serde_json::Value = client
                 .get(format!("{sim_url}/cgi-bin/get_api_domain_ip"))
                 .query(&[("access_token", &value)])
@@ -48,7 +54,10 @@ async fn a_client_caching_for_expires_in_never_holds_a_killed_token() {
     }
     for c in checks {
         let (expires_in, check) = c.await.unwrap();
-        assert!(check.get("ip_list").is_some(), "a token cached for its expires_in ({expires_in} s) was rejected: {check}");
+        assert!(
+            check.get("ip_list").is_some(),
+            "a token cached for its expires_in ({expires_in} s) was rejected: {check}"
+        );
     }
     assert!(versions.len() >= 5, "several refresh periods: {versions:?}");
     server.stop().await;

@@ -88,3 +88,19 @@ async fn the_clock_moves_forward_only_and_by_request() {
     let (s, _) = sim.post_raw("/__sim/clock", "{").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn peak_in_flight_counts_calls_answered_at_once() {
+    let sim = start(SimConfig::new().app(SimApp::new(APPID, SECRET))).await;
+    assert_eq!(sim.get("/__sim/calls").await.1["peak_in_flight"], 0);
+    // Five calls held 300 ms each, sent together, then one alone.
+    sim.add_fault(json!({ "endpoint": "/cgi-bin/token", "kind": "delay", "delay_ms": 300, "count": 5 }))
+        .await;
+    let calls: Vec<_> = (0..5).map(|_| sim.classic(APPID, SECRET)).collect();
+    futures::future::join_all(calls).await;
+    sim.classic_ok(APPID, SECRET).await;
+    assert_eq!(sim.get("/__sim/calls").await.1["peak_in_flight"], 5);
+    assert_eq!(sim.h.peak_in_flight(), 5);
+    sim.post("/__sim/reset", json!({})).await;
+    assert_eq!(sim.h.peak_in_flight(), 0, "reset starts the count again");
+}

@@ -1,8 +1,8 @@
 //! In-memory store for tests and `kind = "memory"`: nothing survives the process.
 
 use super::{
-    Change, ChangeFeed, CredentialStore, FEED_CAPACITY, Lease, LeaseStore, NewCredential, QuotaStore, SecretStore,
-    Store,
+    Change, ChangeFeed, CredentialStore, FEED_CAPACITY, Lease, LeaseStore, NewCredential, QuotaStore,
+    SecretStore, Store,
 };
 use crate::error::Result;
 use crate::kind::{Credential, CredentialKey};

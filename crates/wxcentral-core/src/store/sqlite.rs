@@ -10,8 +10,8 @@
 //! serializes writers anyway, and a runtime worker must never wait on disk or on the busy timeout.
 
 use super::{
-    Change, ChangeFeed, CredentialStore, FEED_CAPACITY, Lease, LeaseStore, NewCredential, QuotaStore, SecretStore,
-    Store,
+    Change, ChangeFeed, CredentialStore, FEED_CAPACITY, Lease, LeaseStore, NewCredential, QuotaStore,
+    SecretStore, Store,
 };
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
@@ -146,11 +146,14 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 
 fn open_once(path: &Path) -> std::result::Result<(Connection, i64), OpenError> {
     let step = |op: &'static str| {
-        move |e: rusqlite::Error| if is_busy(&e) { OpenError::Busy(e) } else { OpenError::Other(store_err(op, &e)) }
+        move |e: rusqlite::Error| {
+            if is_busy(&e) { OpenError::Busy(e) } else { OpenError::Other(store_err(op, &e)) }
+        }
     };
     let conn = Connection::open(path).map_err(step("open"))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(step("busy_timeout"))?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(step("journal_mode"))?;
+    let mode: String =
+        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(step("journal_mode"))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(OpenError::Other(Error::Store(format!(
             "sqlite open: journal_mode is {mode}, WAL is required"
@@ -163,8 +166,9 @@ fn open_once(path: &Path) -> std::result::Result<(Connection, i64), OpenError> {
     })?;
     let cutoff = crate::quota::wechat_day(now_ms() - QUOTA_KEEP_DAYS * 86_400_000);
     conn.execute("DELETE FROM quotas WHERE day < ?1", params![cutoff]).map_err(step("prune"))?;
-    let cursor: i64 =
-        conn.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0)).map_err(step("changes"))?;
+    let cursor: i64 = conn
+        .query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0))
+        .map_err(step("changes"))?;
     Ok((conn, cursor))
 }
 
@@ -207,7 +211,9 @@ fn run_feed(conn: &Connection, tx: &broadcast::Sender<Change>, stop: &AtomicBool
 fn read_changes(conn: &Connection, cursor: i64) -> rusqlite::Result<(Vec<Change>, i64)> {
     let first: Option<i64> = conn.query_row("SELECT min(seq) FROM changes", [], |r| r.get(0))?;
     let mut stmt = conn.prepare_cached("SELECT seq, appid, kind FROM changes WHERE seq > ?1 ORDER BY seq")?;
-    let rows = stmt.query_map(params![cursor], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+    let rows = stmt.query_map(params![cursor], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+    })?;
     let mut changes = Vec::new();
     let mut end = cursor;
     // Rows we never saw were pruned: what they said is lost, so look at everything.
@@ -240,7 +246,9 @@ impl From<rusqlite::Error> for MigrateError {
 /// newer build rather than guess at its layout.
 fn migrate(conn: &Connection) -> std::result::Result<(), MigrateError> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
-    let current = |c: &Connection| c.query_row("SELECT max(version) FROM schema_version", [], |r| r.get::<_, Option<i64>>(0));
+    let current = |c: &Connection| {
+        c.query_row("SELECT max(version) FROM schema_version", [], |r| r.get::<_, Option<i64>>(0))
+    };
     if current(conn)? == Some(SCHEMA_VERSION) {
         return Ok(());
     }
@@ -388,7 +396,10 @@ impl CredentialStore for SqliteStore {
                     version_to_sql(version)?
                 ],
             )?;
-            tx.execute("INSERT INTO changes (appid, kind) VALUES (?1, ?2)", params![key.appid, key.kind.as_str()])?;
+            tx.execute(
+                "INSERT INTO changes (appid, kind) VALUES (?1, ?2)",
+                params![key.appid, key.kind.as_str()],
+            )?;
             let seq = tx.last_insert_rowid();
             tx.execute("DELETE FROM changes WHERE seq <= ?1", params![seq - CHANGES_KEPT])?;
             tx.commit()?;

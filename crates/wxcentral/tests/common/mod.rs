@@ -114,6 +114,8 @@ pub fn config(sim: &SimHandle, apps: &[TestApp]) -> Config {
     c.store.kind = StoreKind::Memory;
     c.upstream.base_url = sim.base_url();
     c.upstream.timeout_ms = 2000;
+    c.upstream.max_concurrency = 64;
+    c.upstream.max_per_second = 1000;
     c.refresh.read_wait_ms = Some(1500);
     // The simulator's stable rotation window for these apps, so stable refreshes land inside it.
     c.refresh.stable_rotate_secs = apps.first().map(|a| a.sim.stable_rotate_secs);
@@ -300,7 +302,13 @@ pub async fn metric(server: &Server, name: &str, labels: &[(&str, &str)]) -> Opt
 
 /// The config file of a node serving `apps` from `sim` on the SQLite file `db`, with the
 /// harness's three client keys. `extra` is appended (more `[server]`/`[refresh]` keys).
-pub fn node_toml(sim: &SimHandle, apps: &[TestApp], db: &std::path::Path, node_id: &str, extra: &str) -> String {
+pub fn node_toml(
+    sim: &SimHandle,
+    apps: &[TestApp],
+    db: &std::path::Path,
+    node_id: &str,
+    extra: &str,
+) -> String {
     let c = config(sim, apps);
     let mut t = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nnode_id = \"{node_id}\"\n\n[store]\nkind = \"sqlite\"\npath = {db:?}\n\n\
@@ -407,7 +415,8 @@ impl Node {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        let ok =
+            std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
         assert!(ok.is_ok_and(|s| s.success()), "kill -{sig} {}", self.pid());
     }
 }
