@@ -1089,7 +1089,19 @@ impl Inner {
         let cred = match lease {
             Some(grant) => match self.store.put_credential(key, &new, grant).await {
                 Ok(Some(written)) => written,
-                Ok(None) => return Err(self.late_write(slot).await),
+                Ok(None) => {
+                    let e = self.late_write(slot).await;
+                    // The node that took the lease over usually wrote already: its value is the
+                    // answer to this refresh too.
+                    return match slot.current.load_full() {
+                        Some(c)
+                            if highest.is_none_or(|h| c.version > h) && self.servable(slot, &c, now_ms()) =>
+                        {
+                            Ok(Fetched { cred: c, rotated: true })
+                        }
+                        _ => Err(e),
+                    };
+                }
                 Err(e) => {
                     tracing::warn!(appid = key.appid, kind = %key.kind, error = %e, "store write failed; serving the new value from memory");
                     new.with_version(local_version(grant.fence))
