@@ -32,4 +32,10 @@ pub enum Error {
     Store(String),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A secret was to be stored but no `[store] encryption_key` is configured.
+    #[error("{0}")]
+    NoEncryptionKey(String),
+    /// The app comes from the config file: change it there (and send SIGHUP).
+    #[error("app {0} comes from the config file; change it there and reload")]
+    ReadOnlyApp(String),
 }

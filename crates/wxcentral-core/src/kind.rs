@@ -127,7 +127,7 @@ pub enum TokenApi {
 }
 
 /// A configured official account or mini program.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppSpec {
     pub appid: String,
     pub secret: Secret,

@@ -24,9 +24,10 @@ pub mod kind;
 mod limiter;
 mod policy;
 pub mod quota;
+pub mod seal;
 pub mod store;
 pub mod upstream;
 
-pub use engine::{AppStatus, CredentialStatus, Engine, EngineConfig, ForcedRefresh};
+pub use engine::{AppStatus, CredentialStatus, Engine, EngineConfig, ForcedRefresh, Origin};
 pub use error::{Error, Result};
 pub use kind::{AppKind, AppSpec, Credential, CredentialKey, CredentialKind, TokenApi};

@@ -346,13 +346,6 @@ impl Upstream {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.outcome(),
         };
-        metrics::counter!(
-            "wxcentral_upstream_calls_total",
-            "endpoint" => endpoint,
-            "app" => app.to_owned(),
-            "outcome" => outcome.clone()
-        )
-        .increment(1);
         match &result {
             Ok(_) => tracing::debug!(endpoint, app, outcome, elapsed_ms, "upstream call"),
             Err(e) => tracing::warn!(endpoint, app, outcome, elapsed_ms, error = %e, "upstream call failed"),

@@ -14,7 +14,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use utoipa::ToSchema;
 use wechat_proto::Secret;
@@ -52,14 +51,9 @@ impl<'a> CredentialResponse<'a> {
     }
 }
 
-/// The 200 answer of a credential read or refresh, its body rendered once per value.
-fn credential_response(
-    state: &AppState,
-    appid: &str,
-    kind: CredentialKind,
-    cred: &Arc<Credential>,
-) -> Response {
-    match state.rendered().body(appid, kind, cred, now_ms()) {
+/// The 200 answer with a credential's JSON body.
+fn credential_response(body: serde_json::Result<Vec<u8>>) -> Response {
+    match body {
         Ok(body) => {
             let mut response = Response::new(Body::from(body));
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -104,6 +98,8 @@ pub struct AppView {
     pub appid: String,
     /// official_account or mini_program.
     pub kind: String,
+    /// config (from the config file) or runtime (added through the admin API).
+    pub origin: String,
     pub credentials: Vec<CredentialStatusView>,
     /// Upstream calls made today (Asia/Shanghai day) per WeChat endpoint.
     pub quota_today: BTreeMap<String, u64>,
@@ -207,38 +203,43 @@ pub(crate) fn app_kind(appid: &str, kind: &str) -> Result<CredentialKind> {
     security(("bearer" = []))
 )]
 pub async fn list_apps(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<AppsResponse>> {
-    let client = state.clients().authenticate(&headers)?;
+    let clients = state.clients_owned();
+    let client = clients.authenticate(&headers)?;
     let now = now_ms();
-    let secs = |ms: i64| ms.div_euclid(1000);
     let apps = state
         .engine()
         .status()
-        .await
         .into_iter()
         .filter(|a| client.may_see(&a.appid))
-        .map(|a| AppView {
-            kind: serde_json::to_value(a.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            appid: a.appid,
-            credentials: a
-                .credentials
-                .into_iter()
-                .map(|c| CredentialStatusView {
-                    kind: c.kind.as_str().to_owned(),
-                    state: c.state.to_owned(),
-                    expires_at: c.expires_at_ms.map(secs),
-                    expires_in: c.expires_at_ms.map(|e| secs(e - now).max(0)),
-                    version: c.version,
-                    last_error: c.last_error,
-                    next_refresh_at: c.next_refresh_ms.map(secs),
-                })
-                .collect(),
-            quota_today: a.quota_today.into_iter().collect(),
-        })
+        .map(|a| app_view(a, now))
         .collect();
     Ok(Json(AppsResponse { apps }))
+}
+
+fn app_view(a: wxcentral_core::AppStatus, now: i64) -> AppView {
+    let secs = |ms: i64| ms.div_euclid(1000);
+    let name = |v: serde_json::Result<serde_json::Value>| {
+        v.ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    };
+    AppView {
+        kind: name(serde_json::to_value(a.kind)),
+        origin: name(serde_json::to_value(a.origin)),
+        appid: a.appid,
+        credentials: a
+            .credentials
+            .into_iter()
+            .map(|c| CredentialStatusView {
+                kind: c.kind.as_str().to_owned(),
+                state: c.state.to_owned(),
+                expires_at: c.expires_at_ms.map(secs),
+                expires_in: c.expires_at_ms.map(|e| secs(e - now).max(0)),
+                version: c.version,
+                last_error: c.last_error,
+                next_refresh_at: c.next_refresh_ms.map(secs),
+            })
+            .collect(),
+        quota_today: a.quota_today.into_iter().collect(),
+    }
 }
 
 #[utoipa::path(
@@ -269,13 +270,15 @@ pub(crate) async fn read_credential(
     kind: &str,
 ) -> Response {
     let read = async {
-        let client = state.clients().authenticate(headers)?;
-        client.check_app(appid)?;
+        {
+            let clients = state.clients();
+            clients.authenticate(headers)?.check_app(appid)?;
+        }
         let kind = app_kind(appid, kind)?;
-        Ok::<_, ApiError>((kind, state.engine().get(appid, kind).await?))
+        Ok::<_, ApiError>(crate::render::read_body(state.engine(), appid, kind, now_ms).await?)
     };
     match read.await {
-        Ok((kind, cred)) => credential_response(state, appid, kind, &cred),
+        Ok(body) => credential_response(body),
         Err(e) => e.into_response(),
     }
 }
@@ -299,7 +302,8 @@ pub async fn refresh_credential(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
-    let client = state.clients().authenticate(&headers)?;
+    let clients = state.clients_owned();
+    let client = clients.authenticate(&headers)?;
     client.check_app(&appid)?;
     let kind = app_kind(&appid, &kind)?;
     let body = body.map_err(body_rejection)?;
@@ -316,7 +320,7 @@ pub async fn refresh_credential(
         }
         state.engine().report_invalid(&appid, kind, &req.invalid).await?
     };
-    Ok(credential_response(&state, &appid, kind, &cred))
+    Ok(credential_response(crate::render::body(&appid, kind, &cred, now_ms())))
 }
 
 #[utoipa::path(
@@ -336,7 +340,8 @@ pub async fn jssdk_config(
     headers: HeaderMap,
     ApiJson(req): ApiJson<JssdkConfigRequest>,
 ) -> Result<Json<JssdkConfigResponse>> {
-    let client = state.clients().authenticate(&headers)?;
+    let clients = state.clients_owned();
+    let client = clients.authenticate(&headers)?;
     client.check_app(&appid)?;
     match reqwest::Url::parse(&req.url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => {}
@@ -375,9 +380,10 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    // Seconds-to-expiry gauges move with the clock, not only on refresh.
-    state.engine().update_gauges();
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics().render())
+    let mut text = state.metrics().render();
+    // Per-app series come from the live set, so removed apps take theirs along.
+    state.engine().render_metrics(state.metrics_per_app(), &mut text);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 #[cfg(test)]
@@ -390,5 +396,108 @@ mod tests {
         let r = CredentialResponse::new("wx1", CredentialKind::AccessToken, &cred, 0);
         assert!(!format!("{r:?}").contains("TOKEN-VALUE-123"), "{r:?}");
         assert!(serde_json::to_string(&r).unwrap().contains("\"value\":\"TOKEN-VALUE-123\""));
+    }
+}
+
+/// Body of `PUT /v1/apps/{appid}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutAppRequest {
+    /// The AppSecret; sealed in the store, never returned.
+    #[schema(min_length = 1, max_length = 256)]
+    pub secret: String,
+    /// official_account (default) or mini_program.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub kind: wxcentral_core::AppKind,
+    /// stable (default) or classic.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub token_api: wxcentral_core::TokenApi,
+    /// Tickets kept for the app: jsapi, wx_card.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub tickets: Vec<wechat_proto::api::TicketType>,
+}
+
+#[utoipa::path(
+    put, path = "/v1/apps/{appid}", tag = "admin",
+    params(("appid" = String, Path, description = "letters, digits, '_' and '-', at most 64")),
+    request_body = PutAppRequest,
+    responses(
+        (status = 201, description = "Added; every node serves it", body = AppView),
+        (status = 200, description = "Changed", body = AppView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, description = "Not an admin key, or an app of the config file", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 501, description = "No [store] encryption_key: secrets cannot be stored", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_app(
+    State(state): State<AppState>,
+    ApiPath(appid): ApiPath<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<PutAppRequest>,
+) -> Result<Response> {
+    let clients = state.clients_owned();
+    let client = clients.authenticate(&headers)?;
+    if !client.admin {
+        return Err(ApiError::Forbidden(format!("client {} may not change apps", client.name)));
+    }
+    wxcentral_core::engine::check_appid(&appid).map_err(|e| ApiError::InvalidRequest(invalid_reason(e)))?;
+    if req.secret.is_empty() || req.secret.len() > 256 {
+        return Err(ApiError::InvalidRequest("secret must be 1 to 256 characters".into()));
+    }
+    let spec = wxcentral_core::AppSpec {
+        appid: appid.clone(),
+        secret: Secret::new(req.secret),
+        kind: req.kind,
+        token_api: req.token_api,
+        tickets: req.tickets,
+    };
+    let created = state.engine().put_app(spec).await?;
+    tracing::info!(client = %client.name, appid = %appid, created, "app put");
+    let view = state
+        .engine()
+        .status()
+        .into_iter()
+        .find(|a| a.appid == appid)
+        .map(|a| app_view(a, now_ms()))
+        .ok_or_else(|| ApiError::UnknownApp(appid.clone()))?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(view)).into_response())
+}
+
+#[utoipa::path(
+    delete, path = "/v1/apps/{appid}", tag = "admin",
+    params(("appid" = String, Path)),
+    responses(
+        (status = 204, description = "Removed here and on every node; its values, loops and metric series are gone"),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not an admin key, or an app of the config file", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_app(
+    State(state): State<AppState>,
+    ApiPath(appid): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode> {
+    let clients = state.clients_owned();
+    let client = clients.authenticate(&headers)?;
+    if !client.admin {
+        return Err(ApiError::Forbidden(format!("client {} may not change apps", client.name)));
+    }
+    state.engine().delete_app(&appid).await?;
+    tracing::info!(client = %client.name, appid = %appid, "app deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn invalid_reason(e: wxcentral_core::Error) -> String {
+    match e {
+        wxcentral_core::Error::Config(m) => m,
+        other => other.to_string(),
     }
 }

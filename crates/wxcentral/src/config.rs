@@ -81,6 +81,14 @@ pub struct ServerConfig {
     /// its own (default: hostname-pid-random).
     #[serde(default)]
     pub node_id: Option<String>,
+    /// Per-app labels on the engine's metric series; `false` sums them over apps, for
+    /// deployments with thousands of apps (see docs/design.md for what each costs).
+    #[serde(default = "default_true")]
+    pub metrics_per_app: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for ServerConfig {
@@ -91,6 +99,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::default(),
             body_limit_bytes: default_body_limit(),
             node_id: None,
+            metrics_per_app: true,
         }
     }
 }
@@ -131,11 +140,26 @@ pub struct StoreSection {
     pub url: Option<Secret>,
     #[serde(default)]
     pub namespace: Option<String>,
+    /// 32 random bytes, base64: seals every secret the store keeps (runtime app secrets,
+    /// refresh tokens, verify tickets). Without it, such secrets are refused.
+    #[serde(default)]
+    pub encryption_key: Option<Secret>,
+    /// Keys sealed with before: values under them still open and are sealed again under the
+    /// current key when next written.
+    #[serde(default)]
+    pub previous_encryption_keys: Vec<Secret>,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
-        Self { kind: StoreKind::default(), path: default_db_path(), url: None, namespace: None }
+        Self {
+            kind: StoreKind::default(),
+            path: default_db_path(),
+            url: None,
+            namespace: None,
+            encryption_key: None,
+            previous_encryption_keys: Vec::new(),
+        }
     }
 }
 
@@ -295,6 +319,7 @@ impl Config {
                 "must be 1 to 128 characters with no control characters",
             ));
         }
+        self.sealer()?;
         if !(1..=1024).contains(&self.upstream.max_concurrency) {
             return Err(ConfigError::new("upstream.max_concurrency", "must be 1 to 1024"));
         }
@@ -394,6 +419,27 @@ impl Config {
             // Redis is refused by `validate`, so it cannot reach here.
             StoreKind::Sqlite | StoreKind::Redis => StoreConfig::Sqlite { path: self.store.path.clone() },
         }
+    }
+
+    /// The store's sealer, if an encryption key is configured.
+    pub fn sealer(&self) -> Result<Option<std::sync::Arc<wxcentral_core::seal::Sealer>>> {
+        let Some(key) = &self.store.encryption_key else {
+            if !self.store.previous_encryption_keys.is_empty() {
+                return Err(ConfigError::new(
+                    "store.previous_encryption_keys",
+                    "set only with store.encryption_key",
+                ));
+            }
+            return Ok(None);
+        };
+        use wxcentral_core::seal::{Sealer, check_key};
+        check_key(key).map_err(|r| ConfigError::new("store.encryption_key", r))?;
+        for (i, k) in self.store.previous_encryption_keys.iter().enumerate() {
+            check_key(k).map_err(|r| ConfigError::new(format!("store.previous_encryption_keys[{i}]"), r))?;
+        }
+        Sealer::new(key, &self.store.previous_encryption_keys)
+            .map(|s| Some(std::sync::Arc::new(s)))
+            .map_err(|e| ConfigError::new("store.encryption_key", e.to_string()))
     }
 
     pub fn engine_config(&self) -> EngineConfig {
@@ -908,6 +954,10 @@ apps = ["*"]
             "path",
             "url",
             "namespace",
+            "encryption_key",
+            "node_id",
+            "metrics_per_app",
+            "max_concurrency",
             "base_url",
             "timeout_ms",
             "serve_margin_secs",

@@ -30,6 +30,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("request body too large")]
     PayloadTooLarge,
+    /// A feature this server is not set up for (e.g. storing secrets without an encryption key).
+    #[error("{0}")]
+    NotConfigured(String),
     #[error("too many requests")]
     RateLimited { retry_after: Duration },
     #[error("wechat rejected the request with errcode {errcode}")]
@@ -53,7 +56,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable snake_case code: invalid_request, unauthorized, forbidden, unknown_app,
     /// unknown_credential, not_found, method_not_allowed, payload_too_large, rate_limited,
-    /// upstream_rejected, credential_unavailable, internal.
+    /// upstream_rejected, credential_unavailable, not_configured, internal.
     pub code: &'static str,
     pub message: String,
     /// WeChat's errcode, with `upstream_rejected`.
@@ -73,6 +76,7 @@ impl ApiError {
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::NotConfigured(_) => (StatusCode::NOT_IMPLEMENTED, "not_configured"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::UpstreamRejected { .. } => (StatusCode::BAD_GATEWAY, "upstream_rejected"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "credential_unavailable"),
@@ -107,6 +111,10 @@ impl From<wxcentral_core::Error> for ApiError {
             },
             E::Store(e) => Self::Internal(format!("store: {e}")),
             E::Config(e) => Self::Internal(format!("config: {e}")),
+            E::NoEncryptionKey(m) => Self::NotConfigured(m),
+            E::ReadOnlyApp(appid) => Self::Forbidden(format!(
+                "app {appid} comes from the config file; change it there and reload (SIGHUP)"
+            )),
         }
     }
 }

@@ -50,7 +50,7 @@ pub enum ServerError {
 
 /// Opens the store, starts the engine (which loads stored values first) and builds the state.
 pub async fn build_state(config: &Config) -> Result<AppState, ServerError> {
-    let store = config.store_config().open().await?;
+    let store = config.store_config().open(config.sealer()?).await?;
     let upstream =
         Upstream::new(&config.upstream.base_url, Duration::from_millis(config.upstream.timeout_ms))?;
     let engine = Engine::start(config.app_specs(), store, upstream, config.engine_config()).await?;
@@ -58,9 +58,34 @@ pub async fn build_state(config: &Config) -> Result<AppState, ServerError> {
         engine,
         Clients::from_config(&config.clients),
         telemetry::metrics_handle(),
-        render::RenderCache::new(config.apps.iter().map(|a| a.appid.as_str())),
         config.server.body_limit_bytes,
+        config.server.metrics_per_app,
     ))
+}
+
+/// Applies a config file read again (SIGHUP): apps added, removed or changed, and clients (key
+/// rotation). `config` must have passed validation; unchanged apps are not touched, so their
+/// reads never notice. Settings that need a restart (listen address, store, upstream,
+/// refresh tuning) are reported and left as they were.
+pub async fn reload(state: &AppState, running: &Config, config: &Config) -> Result<(), ServerError> {
+    let restart_only = [
+        ("server.listen", running.server.listen != config.server.listen),
+        (
+            "store",
+            format!("{:?}{:?}", running.store.kind, running.store.path)
+                != format!("{:?}{:?}", config.store.kind, config.store.path),
+        ),
+        ("upstream.base_url", running.upstream.base_url != config.upstream.base_url),
+    ];
+    for (key, changed) in restart_only {
+        if changed {
+            tracing::warn!(key, "changed in the config file; takes effect at the next restart");
+        }
+    }
+    state.engine().set_config_apps(config.app_specs()).await?;
+    state.set_clients(Clients::from_config(&config.clients));
+    tracing::info!(apps = config.apps.len(), clients = config.clients.len(), "config reloaded");
+    Ok(())
 }
 
 /// All routes, with the body limit, request metrics and secret-free request spans.
@@ -70,6 +95,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(api::root))
         .route("/v1/apps", get(api::list_apps))
+        .route("/v1/apps/{appid}", axum::routing::put(api::put_app).delete(api::delete_app))
         .route("/v1/apps/{appid}/jssdk_config", post(api::jssdk_config))
         .route(front::CREDENTIAL_ROUTE, get(api::get_credential))
         .route("/v1/apps/{appid}/{kind}/refresh", post(api::refresh_credential))

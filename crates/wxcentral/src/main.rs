@@ -104,8 +104,32 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
     runtime()?.block_on(async {
         let state = wxcentral::build_state(&config).await.map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
+        tokio::spawn(reload_on_sighup(path.to_path_buf(), config, state.clone()));
         wxcentral::serve(listener, state, shutdown_signal()).await.map_err(|e| e.to_string())
     })
+}
+
+/// Re-reads the config file on every SIGHUP; a file that fails validation is refused with its
+/// one-line error and the running config stays in force.
+async fn reload_on_sighup(path: PathBuf, mut running: Config, state: wxcentral::state::AppState) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("SIGHUP cannot be caught; config reload is off");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match Config::load(&path) {
+                Err(e) => tracing::error!(error = %e, "config reload refused; the running config stays"),
+                Ok(config) => match wxcentral::reload(&state, &running, &config).await {
+                    Ok(()) => running = config,
+                    Err(e) => tracing::error!(error = %e, "config reload failed"),
+                },
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, &mut running, state);
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {

@@ -17,10 +17,13 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         api::readyz,
         api::metrics,
         api::root,
+        api::put_app,
+        api::delete_app,
     ),
     components(schemas(
         api::CredentialResponse<'_>,
         api::RootResponse,
+        api::PutAppRequest,
         api::RefreshRequest,
         api::JssdkConfigRequest,
         api::JssdkConfigResponse,

@@ -4,65 +4,48 @@
 //! it anew for each read was the largest single cost of a read. Everything in the body but
 //! `expires_in` is fixed for a value, so serde_json renders the part before it and the part
 //! after it once, and a read splices in the seconds left. The output is byte for byte what
-//! serializing [`CredentialResponse`] gives (tested below).
+//! serializing [`CredentialResponse`] gives (tested below). The rendered parts live beside the
+//! value in the engine's slot, so they follow the live set of apps and cost no second lookup.
 
 use crate::api::CredentialResponse;
-use arc_swap::ArcSwapOption;
-use std::collections::HashMap;
-use std::sync::Arc;
-use wxcentral_core::{Credential, CredentialKind};
+use wxcentral_core::{Credential, CredentialKind, Engine};
 
-/// One value's body around its `expires_in`.
+/// One value's body around its `expires_in`, kept beside the value in the engine
+/// ([`Engine::read_with`](wxcentral_core::Engine::read_with)) until the value changes.
 struct Rendered {
-    cred: Arc<Credential>,
     head: Box<[u8]>,
     tail: Box<[u8]>,
 }
 
-/// Rendered bodies by appid and kind, for the apps known at start. Apps added later are
-/// rendered on every read, which is only slower.
-#[derive(Default)]
-pub struct RenderCache {
-    apps: HashMap<String, [ArcSwapOption<Rendered>; CredentialKind::ALL.len()], foldhash::fast::RandomState>,
+/// The body of a read of the current value of `appid`'s `kind`, `expires_in` taken now: the
+/// parts around it rendered once per value.
+pub async fn read_body(
+    engine: &Engine,
+    appid: &str,
+    kind: CredentialKind,
+    now_ms: impl FnOnce() -> i64,
+) -> wxcentral_core::Result<serde_json::Result<Vec<u8>>> {
+    engine
+        .read_with(
+            appid,
+            kind,
+            |c| render(appid, kind, c).map_err(|e| e.to_string()),
+            |c, r| match r {
+                Ok(r) => Ok(splice(r, expires_in(c, now_ms()))),
+                Err(e) => Err(serde::ser::Error::custom(e)),
+            },
+        )
+        .await
 }
 
-impl std::fmt::Debug for RenderCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RenderCache").field("apps", &self.apps.len()).finish()
-    }
-}
-
-fn index(kind: CredentialKind) -> usize {
-    CredentialKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
-}
-
-impl RenderCache {
-    pub fn new<'a>(appids: impl IntoIterator<Item = &'a str>) -> Self {
-        let apps = appids.into_iter().map(|a| (a.to_owned(), Default::default())).collect();
-        Self { apps }
-    }
-
-    /// The body of a read of `cred`, `expires_in` taken at `now_ms`.
-    pub fn body(
-        &self,
-        appid: &str,
-        kind: CredentialKind,
-        cred: &Arc<Credential>,
-        now_ms: i64,
-    ) -> serde_json::Result<Vec<u8>> {
-        let expires_in = expires_in(cred, now_ms);
-        let Some(slot) = self.apps.get(appid).map(|kinds| &kinds[index(kind)]) else {
-            return render(appid, kind, cred).map(|r| splice(&r, expires_in));
-        };
-        let held = slot.load();
-        if let Some(r) = held.as_deref().filter(|r| Arc::ptr_eq(&r.cred, cred)) {
-            return Ok(splice(r, expires_in));
-        }
-        let r = Arc::new(render(appid, kind, cred)?);
-        let body = splice(&r, expires_in);
-        slot.store(Some(r));
-        Ok(body)
-    }
+/// The body of an answer with `cred` rendered for this one answer (refreshes, reports).
+pub fn body(
+    appid: &str,
+    kind: CredentialKind,
+    cred: &Credential,
+    now_ms: i64,
+) -> serde_json::Result<Vec<u8>> {
+    render(appid, kind, cred).map(|r| splice(&r, expires_in(cred, now_ms)))
 }
 
 pub(crate) fn expires_in(cred: &Credential, now_ms: i64) -> i64 {
@@ -70,7 +53,7 @@ pub(crate) fn expires_in(cred: &Credential, now_ms: i64) -> i64 {
 }
 
 /// `expires_in` is rendered as a marker that no other field can contain, then cut out.
-fn render(appid: &str, kind: CredentialKind, cred: &Arc<Credential>) -> serde_json::Result<Rendered> {
+fn render(appid: &str, kind: CredentialKind, cred: &Credential) -> serde_json::Result<Rendered> {
     const MARK: i64 = i64::MIN;
     let mut response = CredentialResponse::new(appid, kind, cred, 0);
     response.expires_in = MARK;
@@ -80,7 +63,7 @@ fn render(appid: &str, kind: CredentialKind, cred: &Arc<Credential>) -> serde_js
         .windows(mark.len())
         .rposition(|w| w == mark.as_bytes())
         .ok_or_else(|| serde::ser::Error::custom("expires_in marker not rendered"))?;
-    Ok(Rendered { cred: Arc::clone(cred), head: text[..at].into(), tail: text[at + mark.len()..].into() })
+    Ok(Rendered { head: text[..at].into(), tail: text[at + mark.len()..].into() })
 }
 
 fn splice(r: &Rendered, expires_in: i64) -> Vec<u8> {
@@ -99,8 +82,8 @@ mod tests {
     use proptest::prelude::*;
     use wechat_proto::Secret;
 
-    fn cred(value: &str, expires_at_ms: i64, version: u64) -> Arc<Credential> {
-        Arc::new(Credential::new(Secret::new(value.to_owned()), expires_at_ms, 0, version))
+    fn cred(value: &str, expires_at_ms: i64, version: u64) -> Credential {
+        Credential::new(Secret::new(value.to_owned()), expires_at_ms, 0, version)
     }
 
     fn serde_body(appid: &str, kind: CredentialKind, c: &Credential, now: i64) -> Vec<u8> {
@@ -108,25 +91,13 @@ mod tests {
     }
 
     #[test]
-    fn cached_bodies_follow_the_clock_and_the_value() {
-        let cache = RenderCache::new(["wx1"]);
+    fn one_rendering_serves_every_moment_of_a_value() {
         let a = cred("TOKEN_A", 7_200_000, 1);
+        let r = render("wx1", CredentialKind::AccessToken, &a).unwrap();
         for now in [0, 999, 1000, 7_199_999, 7_200_000, 9_000_000] {
-            let body = cache.body("wx1", CredentialKind::AccessToken, &a, now).unwrap();
+            let body = splice(&r, expires_in(&a, now));
             assert_eq!(body, serde_body("wx1", CredentialKind::AccessToken, &a, now), "at {now}");
         }
-        let b = cred("TOKEN_B", 14_400_000, 2);
-        let body = cache.body("wx1", CredentialKind::AccessToken, &b, 10).unwrap();
-        assert_eq!(
-            body,
-            serde_body("wx1", CredentialKind::AccessToken, &b, 10),
-            "a new value is rendered anew"
-        );
-        let t = cred("TICKET", 7_200_000, 3);
-        let body = cache.body("wx1", CredentialKind::JsapiTicket, &t, 10).unwrap();
-        assert_eq!(body, serde_body("wx1", CredentialKind::JsapiTicket, &t, 10), "kinds are apart");
-        let body = cache.body("wxother", CredentialKind::AccessToken, &a, 10).unwrap();
-        assert_eq!(body, serde_body("wxother", CredentialKind::AccessToken, &a, 10), "unknown apps too");
     }
 
     proptest! {
@@ -138,11 +109,8 @@ mod tests {
             let now = now / 2;
             let expires_at = expires_at / 2;
             let c = cred(&value, expires_at, version);
-            let cache = RenderCache::new([appid.as_str()]);
-            for _ in 0..2 {
-                let body = cache.body(&appid, CredentialKind::WxCardTicket, &c, now).unwrap();
-                prop_assert_eq!(body, serde_body(&appid, CredentialKind::WxCardTicket, &c, now));
-            }
+            let body = body(&appid, CredentialKind::WxCardTicket, &c, now).unwrap();
+            prop_assert_eq!(body, serde_body(&appid, CredentialKind::WxCardTicket, &c, now));
         }
     }
 }

@@ -54,6 +54,8 @@ pub async fn run(
     config.server.listen = listen.to_owned();
     config.store.kind = StoreKind::Sqlite;
     config.store.path = db.clone();
+    // A fresh key each run, like the fresh file: apps added at runtime keep their secret sealed.
+    config.store.encryption_key = Some(wxcentral_core::seal::Sealer::generate_key());
     config.upstream.base_url = sim.base_url();
     config.apps = vec![
         AppConfig {

@@ -1,8 +1,8 @@
 //! Shared state of the HTTP handlers.
 
 use crate::auth::Clients;
-use crate::render::RenderCache;
 use crate::telemetry::HttpMetrics;
+use arc_swap::{ArcSwap, Guard};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use wxcentral_core::Engine;
@@ -14,11 +14,12 @@ pub struct AppState(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     engine: Arc<Engine>,
-    clients: Clients,
+    /// Swapped whole when the config is reloaded (key rotation without a restart).
+    clients: ArcSwap<Clients>,
     metrics: PrometheusHandle,
     http_metrics: HttpMetrics,
-    rendered: RenderCache,
     body_limit: usize,
+    metrics_per_app: bool,
 }
 
 impl AppState {
@@ -26,29 +27,35 @@ impl AppState {
         engine: Arc<Engine>,
         clients: Clients,
         metrics: PrometheusHandle,
-        rendered: RenderCache,
         body_limit: usize,
+        metrics_per_app: bool,
     ) -> Self {
         Self(Arc::new(Inner {
             engine,
-            clients,
+            clients: ArcSwap::from_pointee(clients),
             metrics,
             http_metrics: HttpMetrics::default(),
-            rendered,
             body_limit,
+            metrics_per_app,
         }))
-    }
-
-    pub fn rendered(&self) -> &RenderCache {
-        &self.0.rendered
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.0.engine
     }
 
-    pub fn clients(&self) -> &Clients {
-        &self.0.clients
+    /// The clients in force, borrowed for a moment (the read path: no counter touched).
+    pub fn clients(&self) -> Guard<Arc<Clients>> {
+        self.0.clients.load()
+    }
+
+    /// The clients in force, held across awaits.
+    pub fn clients_owned(&self) -> Arc<Clients> {
+        self.0.clients.load_full()
+    }
+
+    pub fn set_clients(&self, clients: Clients) {
+        self.0.clients.store(Arc::new(clients));
     }
 
     pub fn metrics(&self) -> &PrometheusHandle {
@@ -61,5 +68,9 @@ impl AppState {
 
     pub fn body_limit(&self) -> usize {
         self.0.body_limit
+    }
+
+    pub fn metrics_per_app(&self) -> bool {
+        self.0.metrics_per_app
     }
 }

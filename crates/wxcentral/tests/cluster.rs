@@ -40,7 +40,7 @@ async fn three_processes_on_one_sqlite_file_fetch_once_and_serve_only_live_token
         (0..3).map(|i| node_toml(&sim, std::slice::from_ref(&app), &db, &format!("node-{i}"), "")).collect();
     // All three at the same instant, on a file none of them created yet.
     let path = dir.path().to_path_buf();
-    let nodes: Vec<Node> = std::thread::scope(|s| {
+    let mut nodes: Vec<Node> = std::thread::scope(|s| {
         let handles: Vec<_> = tomls
             .iter()
             .enumerate()
@@ -152,9 +152,12 @@ async fn three_processes_on_one_sqlite_file_fetch_once_and_serve_only_live_token
     assert!(worst <= Duration::from_millis(250 + 100), "propagation spread {worst:?}: {spreads:?}");
     assert!(spreads.len() >= 3, "several refreshes propagated: {spreads:?}");
 
-    for node in &nodes {
+    for node in &mut nodes {
+        assert!(node.child.try_wait().unwrap().is_none(), "every node still runs");
         let logs = node.logs();
-        assert!(!logs.contains("database is locked"), "{logs}");
+        // Opening the shared file may be retried while another process holds it (logged at
+        // debug); nothing may fail.
+        assert!(!logs.contains(" ERROR ") && !logs.contains("error: "), "{logs}");
         assert!(!logs.contains(&app.sim.secret), "secret in the logs");
         for (value, _) in s.versions.values() {
             assert!(!logs.contains(value.as_str()), "token value in the logs");

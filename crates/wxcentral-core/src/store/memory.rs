@@ -1,10 +1,11 @@
 //! In-memory store for tests and `kind = "memory"`: nothing survives the process.
 
 use super::{
-    Change, ChangeFeed, CredentialStore, FEED_CAPACITY, Lease, LeaseStore, NewCredential, QuotaStore,
-    SecretStore, Store,
+    AppStore, Change, ChangeFeed, CredentialStore, FEED_CAPACITY, Lease, LeaseStore, NewCredential,
+    QuotaStore, SecretStore, Store,
 };
 use crate::error::Result;
+use crate::kind::AppSpec;
 use crate::kind::{Credential, CredentialKey};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -14,6 +15,7 @@ use tokio::sync::broadcast;
 use wechat_proto::Secret;
 
 /// Tells its subscribers of every write at once (several engines may share one in a process).
+/// Nothing is kept at rest, so secrets need no sealing here.
 #[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
@@ -39,6 +41,7 @@ struct Inner {
     secrets: BTreeMap<String, Secret>,
     quotas: HashMap<(String, String, String), u64>,
     leases: HashMap<String, LeaseRow>,
+    apps: BTreeMap<String, AppSpec>,
 }
 
 impl MemoryStore {
@@ -82,6 +85,40 @@ impl CredentialStore for MemoryStore {
     async fn load_credentials(&self) -> Result<Vec<(CredentialKey, Credential)>> {
         Ok(self.lock().credentials.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
+
+    async fn delete_credentials(&self, appid: &str) -> Result<()> {
+        let mut inner = self.lock();
+        inner.credentials.retain(|k, _| k.appid != appid);
+        let prefix = super::lease_prefix(appid);
+        inner.leases.retain(|name, _| !name.starts_with(&prefix));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AppStore for MemoryStore {
+    async fn put_app(&self, app: &AppSpec) -> Result<()> {
+        self.lock().apps.insert(app.appid.clone(), app.clone());
+        let _ = self.feed.send(Change::App(app.appid.clone()));
+        Ok(())
+    }
+
+    async fn delete_app(&self, appid: &str) -> Result<bool> {
+        let existed = self.lock().apps.remove(appid).is_some();
+        self.delete_credentials(appid).await?;
+        if existed {
+            let _ = self.feed.send(Change::App(appid.to_owned()));
+        }
+        Ok(existed)
+    }
+
+    async fn get_app(&self, appid: &str) -> Result<Option<AppSpec>> {
+        Ok(self.lock().apps.get(appid).cloned())
+    }
+
+    async fn load_apps(&self) -> Result<Vec<AppSpec>> {
+        Ok(self.lock().apps.values().cloned().collect())
+    }
 }
 
 #[async_trait]
@@ -117,6 +154,16 @@ impl QuotaStore for MemoryStore {
     async fn get_quota(&self, appid: &str, endpoint: &str, day: &str) -> Result<u64> {
         let key = (appid.to_owned(), endpoint.to_owned(), day.to_owned());
         Ok(self.lock().quotas.get(&key).copied().unwrap_or(0))
+    }
+
+    async fn quotas_of_day(&self, day: &str) -> Result<Vec<(String, String, u64)>> {
+        Ok(self
+            .lock()
+            .quotas
+            .iter()
+            .filter(|((_, _, d), _)| d == day)
+            .map(|((a, e, _), n)| (a.clone(), e.clone(), *n))
+            .collect())
     }
 }
 

@@ -11,12 +11,15 @@ pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 use crate::error::Result;
-use crate::kind::{Credential, CredentialKey};
+use crate::kind::{AppKind, AppSpec, Credential, CredentialKey, TokenApi};
+use crate::seal::Sealer;
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use wechat_proto::Secret;
+use wechat_proto::api::TicketType;
 
 /// A value as fetched, before the store gives it its version.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +51,20 @@ pub trait CredentialStore: Send + Sync {
         lease: &Lease,
     ) -> Result<Option<Credential>>;
     async fn load_credentials(&self) -> Result<Vec<(CredentialKey, Credential)>>;
+    /// Forgets every credential of `appid` and its refresh leases (the app was removed). A
+    /// refresh still in flight for it cannot write back: its lease is gone with the rows.
+    async fn delete_credentials(&self, appid: &str) -> Result<()>;
+}
+
+/// Apps added at runtime (the admin API), so every node and every restart sees them. The
+/// secret is sealed at rest: a store without a [`Sealer`] refuses to keep one.
+#[async_trait]
+pub trait AppStore: Send + Sync {
+    async fn put_app(&self, app: &AppSpec) -> Result<()>;
+    /// Removes the app with its credentials and leases; whether it existed.
+    async fn delete_app(&self, appid: &str) -> Result<bool>;
+    async fn get_app(&self, appid: &str) -> Result<Option<AppSpec>>;
+    async fn load_apps(&self) -> Result<Vec<AppSpec>>;
 }
 
 /// Durable secrets that WeChat cannot give back (authorizer refresh tokens, the last verify
@@ -67,6 +84,8 @@ pub trait QuotaStore: Send + Sync {
     /// Adds one call and returns the day's count after it.
     async fn incr_quota(&self, appid: &str, endpoint: &str, day: &str) -> Result<u64>;
     async fn get_quota(&self, appid: &str, endpoint: &str, day: &str) -> Result<u64>;
+    /// Every count of `day`: `(appid, endpoint, calls)`.
+    async fn quotas_of_day(&self, day: &str) -> Result<Vec<(String, String, u64)>>;
 }
 
 /// A granted lease. `fence` grows with every grant of the same name, across holders, restarts
@@ -93,6 +112,8 @@ pub trait LeaseStore: Send + Sync {
 pub enum Change {
     /// A new value of this credential was written.
     Credential(CredentialKey),
+    /// A runtime app was added, changed or removed.
+    App(String),
     /// Changes were missed (a lagging receiver, a feed that lost its place): look at
     /// everything again.
     Resync,
@@ -107,10 +128,15 @@ pub trait ChangeFeed: Send + Sync {
 /// Everything the engine needs from a backend.
 #[async_trait]
 pub trait Store:
-    CredentialStore + SecretStore + QuotaStore + LeaseStore + ChangeFeed + std::fmt::Debug
+    CredentialStore + SecretStore + AppStore + QuotaStore + LeaseStore + ChangeFeed + std::fmt::Debug
 {
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<()>;
+}
+
+/// The names of an app's refresh leases start with this (`refresh:{appid}:{kind}`).
+pub(crate) fn lease_prefix(appid: &str) -> String {
+    format!("refresh:{appid}:")
 }
 
 /// The fence of a new grant after `last`: above it, and at least the wall clock in
@@ -131,12 +157,40 @@ pub enum StoreConfig {
 }
 
 impl StoreConfig {
-    pub async fn open(&self) -> Result<Arc<dyn Store>> {
+    /// `sealer` seals the secrets the store keeps; without one, storing a secret is refused.
+    pub async fn open(&self, sealer: Option<Arc<Sealer>>) -> Result<Arc<dyn Store>> {
         Ok(match self {
             Self::Memory => Arc::new(MemoryStore::new()),
-            Self::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+            Self::Sqlite { path } => Arc::new(SqliteStore::open_sealed(path, sealer).await?),
         })
     }
+}
+
+/// What a store keeps of an app besides its sealed secret.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct AppRow {
+    pub kind: AppKind,
+    pub token_api: TokenApi,
+    pub tickets: Vec<TicketType>,
+}
+
+impl AppRow {
+    pub(crate) fn of(app: &AppSpec) -> Self {
+        Self { kind: app.kind, token_api: app.token_api, tickets: app.tickets.clone() }
+    }
+
+    pub(crate) fn into_spec(self, appid: String, secret: wechat_proto::Secret) -> AppSpec {
+        AppSpec { appid, secret, kind: self.kind, token_api: self.token_api, tickets: self.tickets }
+    }
+}
+
+/// The sealer of a store that keeps secrets at rest, or the error that says why it cannot.
+pub(crate) fn need_sealer<'a>(sealer: Option<&'a Arc<Sealer>>, what: &str) -> Result<&'a Sealer> {
+    sealer.map(|s| &**s).ok_or_else(|| {
+        crate::Error::NoEncryptionKey(format!(
+            "refusing to store {what} in clear: set [store] encryption_key (32 random bytes, base64)"
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -10,12 +10,14 @@
 //! serializes writers anyway, and a runtime worker must never wait on disk or on the busy timeout.
 
 use super::{
-    Change, ChangeFeed, CredentialStore, FEED_CAPACITY, Lease, LeaseStore, NewCredential, QuotaStore,
-    SecretStore, Store,
+    AppRow, AppStore, Change, ChangeFeed, CredentialStore, FEED_CAPACITY, Lease, LeaseStore, NewCredential,
+    QuotaStore, SecretStore, Store, need_sealer,
 };
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
+use crate::kind::AppSpec;
 use crate::kind::{Credential, CredentialKey, CredentialKind};
+use crate::seal::Sealer;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
@@ -26,7 +28,7 @@ use tokio::sync::broadcast;
 use wechat_proto::Secret;
 
 /// The schema this build writes. Bump it with a migration step in [`migrate`].
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 /// How long a statement waits for another process holding the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Quota rows older than this are pruned at open: the books only matter for today.
@@ -47,7 +49,12 @@ pub struct SqliteStore {
     path: PathBuf,
     feed: broadcast::Sender<Change>,
     _feed_thread: Arc<FeedStop>,
+    /// Seals app secrets and durable secrets; without it they are refused.
+    sealer: Option<Arc<Sealer>>,
 }
+
+/// The change-log `kind` of a runtime app's row (credential kinds are the others).
+const APP_CHANGE: &str = "app";
 
 /// Stops the feed thread when the last clone of the store goes.
 struct FeedStop(Arc<AtomicBool>);
@@ -71,8 +78,14 @@ fn store_err(op: &str, e: &rusqlite::Error) -> Error {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and brings its schema up to date.
+    /// Opens (creating if needed) the database file and brings its schema up to date. A store
+    /// opened this way refuses to keep secrets; see [`SqliteStore::open_sealed`].
     pub async fn open(path: &Path) -> Result<Self> {
+        Self::open_sealed(path, None).await
+    }
+
+    /// [`SqliteStore::open`], sealing every secret it keeps with `sealer`.
+    pub async fn open_sealed(path: &Path, sealer: Option<Arc<Sealer>>) -> Result<Self> {
         let path = path.to_path_buf();
         let p = path.clone();
         let (conn, cursor) = tokio::task::spawn_blocking(move || open_blocking(&p))
@@ -82,12 +95,24 @@ impl SqliteStore {
         let stop = Arc::new(AtomicBool::new(false));
         let poll = Connection::open(&path).map_err(|e| store_err("open", &e))?;
         poll.busy_timeout(BUSY_TIMEOUT).map_err(|e| store_err("busy_timeout", &e))?;
+        if let Some(s) = &sealer {
+            let (p, s) = (path.clone(), Arc::clone(s));
+            tokio::task::spawn_blocking(move || reseal(&p, &s))
+                .await
+                .map_err(|e| Error::Store(format!("sqlite reseal: {e}")))??;
+        }
         let (tx, flag) = (feed.clone(), Arc::clone(&stop));
         std::thread::Builder::new()
             .name("wxcentral-sqlite-feed".into())
             .spawn(move || run_feed(&poll, &tx, &flag, cursor))
             .map_err(|e| Error::Store(format!("sqlite feed thread: {e}")))?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), path, feed, _feed_thread: Arc::new(FeedStop(stop)) })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+            feed,
+            _feed_thread: Arc::new(FeedStop(stop)),
+            sealer,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -172,6 +197,43 @@ fn open_once(path: &Path) -> std::result::Result<(Connection, i64), OpenError> {
     Ok((conn, cursor))
 }
 
+/// Seals again under the current key every secret sealed under a previous one, so a retired
+/// key can be dropped from the config after one start with both.
+fn reseal(path: &Path, sealer: &Sealer) -> Result<()> {
+    let mut conn = Connection::open(path).map_err(|e| store_err("reseal", &e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| store_err("reseal", &e))?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| store_err("reseal", &e))?;
+    let mut n = 0;
+    for (table, key, name_of) in [
+        ("secrets", "name", (|k: &str| k.to_owned()) as fn(&str) -> String),
+        ("apps", "appid", app_secret_name as fn(&str) -> String),
+    ] {
+        let value = if table == "apps" { "secret" } else { "value" };
+        let rows: Vec<(String, String)> = {
+            let mut stmt = tx
+                .prepare(&format!("SELECT {key}, {value} FROM {table}"))
+                .map_err(|e| store_err("reseal", &e))?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| store_err("reseal", &e))?;
+            rows.collect::<rusqlite::Result<_>>().map_err(|e| store_err("reseal", &e))?
+        };
+        for (k, sealed) in rows.into_iter().filter(|(_, s)| sealer.is_stale(s)) {
+            let name = name_of(&k);
+            let again = sealer.seal(&name, &sealer.open(&name, &sealed)?)?;
+            tx.execute(&format!("UPDATE {table} SET {value} = ?1 WHERE {key} = ?2"), params![again, k])
+                .map_err(|e| store_err("reseal", &e))?;
+            n += 1;
+        }
+    }
+    tx.commit().map_err(|e| store_err("reseal", &e))?;
+    if n > 0 {
+        tracing::info!(secrets = n, key_id = sealer.key_id(), "sealed again under the current key");
+    }
+    Ok(())
+}
+
 /// The feed thread: wakes every [`FEED_POLL`], and when another connection committed, sends
 /// what the change log gained since `cursor`.
 fn run_feed(conn: &Connection, tx: &broadcast::Sender<Change>, stop: &AtomicBool, mut cursor: i64) {
@@ -223,7 +285,9 @@ fn read_changes(conn: &Connection, cursor: i64) -> rusqlite::Result<(Vec<Change>
     for row in rows {
         let (seq, appid, kind) = row?;
         end = seq;
-        if let Ok(kind) = kind.parse::<CredentialKind>() {
+        if kind == APP_CHANGE {
+            changes.push(Change::App(appid));
+        } else if let Ok(kind) = kind.parse::<CredentialKind>() {
             changes.push(Change::Credential(CredentialKey::new(appid, kind)));
         }
     }
@@ -311,6 +375,17 @@ fn migrate(conn: &Connection) -> std::result::Result<(), MigrateError> {
                  INSERT INTO schema_version (version) VALUES (2);",
             )?;
         }
+        if found.is_none_or(|v| v < 3) {
+            // 3: apps added at runtime, their secret sealed.
+            conn.execute_batch(
+                "CREATE TABLE apps (
+                     appid TEXT PRIMARY KEY NOT NULL,
+                     spec TEXT NOT NULL,
+                     secret TEXT NOT NULL
+                 );
+                 INSERT INTO schema_version (version) VALUES (3);",
+            )?;
+        }
         Ok(())
     })();
     match result {
@@ -396,12 +471,7 @@ impl CredentialStore for SqliteStore {
                     version_to_sql(version)?
                 ],
             )?;
-            tx.execute(
-                "INSERT INTO changes (appid, kind) VALUES (?1, ?2)",
-                params![key.appid, key.kind.as_str()],
-            )?;
-            let seq = tx.last_insert_rowid();
-            tx.execute("DELETE FROM changes WHERE seq <= ?1", params![seq - CHANGES_KEPT])?;
+            log_change(&tx, &key.appid, key.kind.as_str())?;
             tx.commit()?;
             Ok(Some(written))
         })
@@ -432,17 +502,121 @@ impl CredentialStore for SqliteStore {
             })
             .collect())
     }
+
+    async fn delete_credentials(&self, appid: &str) -> Result<()> {
+        let appid = appid.to_owned();
+        self.run("delete_credentials", move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            delete_app_rows(&tx, &appid)?;
+            tx.commit()
+        })
+        .await
+    }
+}
+
+/// An app's credentials and leases (a refresh in flight then has no lease to write under).
+fn delete_app_rows(tx: &rusqlite::Transaction<'_>, appid: &str) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM credentials WHERE appid = ?1", params![appid])?;
+    let prefix = super::lease_prefix(appid);
+    tx.execute("DELETE FROM leases WHERE substr(name, 1, length(?1)) = ?1", params![prefix])?;
+    Ok(())
+}
+
+fn log_change(tx: &rusqlite::Transaction<'_>, appid: &str, kind: &str) -> rusqlite::Result<()> {
+    tx.execute("INSERT INTO changes (appid, kind) VALUES (?1, ?2)", params![appid, kind])?;
+    let seq = tx.last_insert_rowid();
+    tx.execute("DELETE FROM changes WHERE seq <= ?1", params![seq - CHANGES_KEPT])?;
+    Ok(())
+}
+
+#[async_trait]
+impl AppStore for SqliteStore {
+    async fn put_app(&self, app: &AppSpec) -> Result<()> {
+        let sealed = need_sealer(self.sealer.as_ref(), "an app secret")?
+            .seal(&app_secret_name(&app.appid), &app.secret)?;
+        let spec =
+            serde_json::to_string(&AppRow::of(app)).map_err(|e| Error::Store(format!("app row: {e}")))?;
+        let appid = app.appid.clone();
+        self.run("put_app", move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO apps (appid, spec, secret) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (appid) DO UPDATE SET spec = excluded.spec, secret = excluded.secret",
+                params![appid, spec, sealed],
+            )?;
+            log_change(&tx, &appid, APP_CHANGE)?;
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn delete_app(&self, appid: &str) -> Result<bool> {
+        let appid = appid.to_owned();
+        self.run("delete_app", move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute("DELETE FROM apps WHERE appid = ?1", params![appid])?;
+            delete_app_rows(&tx, &appid)?;
+            if n > 0 {
+                log_change(&tx, &appid, APP_CHANGE)?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn get_app(&self, appid: &str) -> Result<Option<AppSpec>> {
+        let id = appid.to_owned();
+        let row = self
+            .run("get_app", move |c| {
+                c.query_row("SELECT spec, secret FROM apps WHERE appid = ?1", params![id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .optional()
+            })
+            .await?;
+        row.map(|(spec, secret)| self.app_from_row(appid.to_owned(), &spec, &secret)).transpose()
+    }
+
+    async fn load_apps(&self) -> Result<Vec<AppSpec>> {
+        let rows = self
+            .run("load_apps", |c| {
+                let mut stmt = c.prepare("SELECT appid, spec, secret FROM apps ORDER BY appid")?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        rows.into_iter().map(|(appid, spec, secret)| self.app_from_row(appid, &spec, &secret)).collect()
+    }
+}
+
+/// The sealed secret's name, bound into its seal.
+fn app_secret_name(appid: &str) -> String {
+    format!("app:{appid}:secret")
+}
+
+impl SqliteStore {
+    fn app_from_row(&self, appid: String, spec: &str, secret: &str) -> Result<AppSpec> {
+        let row: AppRow = serde_json::from_str(spec)
+            .map_err(|e| Error::Store(format!("app {appid}: unreadable row: {e}")))?;
+        let secret =
+            need_sealer(self.sealer.as_ref(), "an app secret")?.open(&app_secret_name(&appid), secret)?;
+        Ok(row.into_spec(appid, secret))
+    }
 }
 
 #[async_trait]
 impl SecretStore for SqliteStore {
     async fn put_secret(&self, name: &str, value: &Secret) -> Result<()> {
-        let (name, value) = (name.to_owned(), value.clone());
+        let sealed = need_sealer(self.sealer.as_ref(), "a secret")?.seal(name, value)?;
+        let name = name.to_owned();
         self.run("put_secret", move |c| {
             c.execute(
                 "INSERT INTO secrets (name, value) VALUES (?1, ?2)
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                params![name, value.expose()],
+                params![name, sealed],
             )
             .map(drop)
         })
@@ -450,14 +624,16 @@ impl SecretStore for SqliteStore {
     }
 
     async fn get_secret(&self, name: &str) -> Result<Option<Secret>> {
-        let name = name.to_owned();
-        self.run("get_secret", move |c| {
-            c.query_row("SELECT value FROM secrets WHERE name = ?1", params![name], |r| {
-                r.get::<_, String>(0).map(Secret::new)
+        let n = name.to_owned();
+        let sealed = self
+            .run("get_secret", move |c| {
+                c.query_row("SELECT value FROM secrets WHERE name = ?1", params![n], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()
             })
-            .optional()
-        })
-        .await
+            .await?;
+        sealed.map(|s| need_sealer(self.sealer.as_ref(), "a secret")?.open(name, &s)).transpose()
     }
 
     async fn delete_secret(&self, name: &str) -> Result<()> {
@@ -512,6 +688,22 @@ impl QuotaStore for SqliteStore {
             })
             .await?;
         Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+    }
+
+    async fn quotas_of_day(&self, day: &str) -> Result<Vec<(String, String, u64)>> {
+        let day = day.to_owned();
+        self.run("quotas_of_day", move |c| {
+            let mut stmt = c.prepare("SELECT appid, endpoint, count FROM quotas WHERE day = ?1")?;
+            let rows = stmt.query_map(params![day], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
     }
 }
 

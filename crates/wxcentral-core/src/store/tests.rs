@@ -149,7 +149,73 @@ async fn secrets_round_trip(store: &dyn Store) {
     store.ping().await.unwrap();
 }
 
+fn sealer() -> Arc<crate::seal::Sealer> {
+    Arc::new(crate::seal::Sealer::new(&crate::seal::Sealer::generate_key(), &[]).unwrap())
+}
+
+/// One key for a whole test, so a reopened file still opens.
+fn key_of_the_run() -> Arc<crate::seal::Sealer> {
+    static KEY: std::sync::OnceLock<Arc<crate::seal::Sealer>> = std::sync::OnceLock::new();
+    Arc::clone(KEY.get_or_init(sealer))
+}
+
+async fn apps_round_trip_and_take_their_credentials_along(store: &dyn Store) {
+    use crate::kind::{AppKind, AppSpec, TokenApi};
+    use wechat_proto::api::TicketType;
+    let mut rx = store.subscribe();
+    let app = AppSpec {
+        appid: "wxrt".into(),
+        secret: Secret::from("runtime-app-secret-0001"),
+        kind: AppKind::MiniProgram,
+        token_api: TokenApi::Classic,
+        tickets: vec![TicketType::Jsapi],
+    };
+    assert_eq!(store.get_app("wxrt").await.unwrap(), None);
+    store.put_app(&app).await.unwrap();
+    assert_eq!(store.get_app("wxrt").await.unwrap(), Some(app.clone()));
+    let changed = AppSpec { secret: Secret::from("rotated-secret-0002"), tickets: vec![], ..app.clone() };
+    store.put_app(&changed).await.unwrap();
+    assert_eq!(store.load_apps().await.unwrap(), vec![changed.clone()]);
+    let key = CredentialKey::new("wxrt", CredentialKind::AccessToken);
+    let l = lease(store, "refresh:wxrt:access_token", "n1").await;
+    store.put_credential(&key, &new("t"), &l).await.unwrap().unwrap();
+    assert!(store.delete_app("wxrt").await.unwrap());
+    assert!(!store.delete_app("wxrt").await.unwrap(), "deleted once");
+    assert_eq!(store.get_app("wxrt").await.unwrap(), None);
+    assert_eq!(store.get_credential(&key).await.unwrap(), None, "its credentials go with it");
+    assert_eq!(store.put_credential(&key, &new("late"), &l).await.unwrap(), None, "and its leases");
+    let mut seen = Vec::new();
+    while let Ok(Ok(c)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+        seen.push(c);
+    }
+    let apps: Vec<_> = seen.iter().filter(|c| **c == Change::App("wxrt".into())).collect();
+    assert_eq!(apps.len(), 3, "put, put, delete: {seen:?}");
+    // Other apps' credentials stay.
+    let other = CredentialKey::new("wxother", CredentialKind::AccessToken);
+    let lo = lease(store, "refresh:wxother:access_token", "n1").await;
+    store.put_credential(&other, &new("o"), &lo).await.unwrap().unwrap();
+    store.delete_credentials("wxrt").await.unwrap();
+    assert!(store.get_credential(&other).await.unwrap().is_some());
+    store.delete_credentials("wxother").await.unwrap();
+    assert!(store.get_credential(&other).await.unwrap().is_none());
+}
+
+async fn quotas_of_a_day(store: &dyn Store) {
+    store.incr_quota("wxa", "/cgi-bin/token", "2026-11-20").await.unwrap();
+    store.incr_quota("wxa", "/cgi-bin/token", "2026-11-20").await.unwrap();
+    store.incr_quota("wxb", "/cgi-bin/stable_token", "2026-11-20").await.unwrap();
+    store.incr_quota("wxa", "/cgi-bin/token", "2026-11-21").await.unwrap();
+    let mut q = store.quotas_of_day("2026-11-20").await.unwrap();
+    q.sort();
+    assert_eq!(
+        q,
+        vec![("wxa".into(), "/cgi-bin/token".into(), 2), ("wxb".into(), "/cgi-bin/stable_token".into(), 1)]
+    );
+}
+
 async fn conformance(make: impl Fn() -> Arc<dyn Store>) {
+    apps_round_trip_and_take_their_credentials_along(&*make()).await;
+    quotas_of_a_day(&*make()).await;
     fenced_writes_version_and_refuse_late_writers(&*make()).await;
     versions_grow_past_stored_ones_whatever_the_fence(&*make()).await;
     concurrent_grants_are_exclusive(make()).await;
@@ -182,8 +248,10 @@ async fn memory_store_conforms() {
 async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let mut stores = Vec::new();
-    for i in 0..7 {
-        stores.push(Arc::new(SqliteStore::open(&dir.path().join(format!("s{i}.db"))).await.unwrap()) as _);
+    for i in 0..9 {
+        stores.push(Arc::new(
+            SqliteStore::open_sealed(&dir.path().join(format!("s{i}.db")), Some(sealer())).await.unwrap(),
+        ) as _);
     }
     let next = std::sync::Mutex::new(stores.into_iter());
     conformance(|| next.lock().unwrap().next().unwrap()).await;
@@ -230,7 +298,7 @@ async fn sqlite_survives_reopen() {
     let path = dir.path().join("wx.db");
     let key = CredentialKey::new("wxa", CredentialKind::AccessToken);
     let (written, held) = {
-        let store = StoreConfig::Sqlite { path: path.clone() }.open().await.unwrap();
+        let store = StoreConfig::Sqlite { path: path.clone() }.open(Some(key_of_the_run())).await.unwrap();
         let l = lease(&*store, "refresh:wxa:access_token", "n1").await;
         let written = store.put_credential(&key, &new("v7"), &l).await.unwrap().unwrap();
         store.put_secret("authorizer:wxc:wx1", &Secret::from("refresh-1")).await.unwrap();
@@ -238,7 +306,7 @@ async fn sqlite_survives_reopen() {
         let held = lease(&*store, "refresh:wxa:access_token", "n1").await;
         (written, held)
     };
-    let store = SqliteStore::open(&path).await.unwrap();
+    let store = SqliteStore::open_sealed(&path, Some(key_of_the_run())).await.unwrap();
     assert_eq!(store.get_credential(&key).await.unwrap(), Some(written));
     assert_eq!(store.get_secret("authorizer:wxc:wx1").await.unwrap(), Some(Secret::from("refresh-1")));
     assert_eq!(store.load_credentials().await.unwrap().len(), 1);
@@ -306,7 +374,7 @@ async fn sqlite_refuses_a_newer_schema_and_errors_carry_no_values() {
 
     // A write that fails (the table is gone) reports the operation, never the value.
     let path2 = dir.path().join("broken.db");
-    let store = SqliteStore::open(&path2).await.unwrap();
+    let store = SqliteStore::open_sealed(&path2, Some(sealer())).await.unwrap();
     {
         let c = rusqlite::Connection::open(&path2).unwrap();
         c.execute("DROP TABLE secrets", []).unwrap();
@@ -335,4 +403,79 @@ async fn sqlite_calls_do_not_block_the_runtime() {
     assert!(!write.is_finished(), "write should wait for the lock");
     blocker.execute_batch("COMMIT").unwrap();
     assert_eq!(write.await.unwrap().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_refuses_secrets_without_a_key_and_never_writes_them_in_clear() {
+    use crate::kind::{AppKind, AppSpec, TokenApi};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sealed.db");
+    let app = AppSpec {
+        appid: "wxsealed".into(),
+        secret: Secret::from("APP-SECRET-IN-CLEAR-0123456789"),
+        kind: AppKind::OfficialAccount,
+        token_api: TokenApi::Stable,
+        tickets: vec![],
+    };
+    {
+        let plain = SqliteStore::open(&path).await.unwrap();
+        let e = plain.put_app(&app).await.unwrap_err();
+        assert!(matches!(e, crate::Error::NoEncryptionKey(_)), "{e}");
+        let e = plain
+            .put_secret("authorizer:wxc:wx1", &Secret::from("REFRESH-TOKEN-IN-CLEAR-987"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("encryption_key"), "{e}");
+    }
+    let sealer = sealer();
+    {
+        let store = SqliteStore::open_sealed(&path, Some(Arc::clone(&sealer))).await.unwrap();
+        store.put_app(&app).await.unwrap();
+        store.put_secret("authorizer:wxc:wx1", &Secret::from("REFRESH-TOKEN-IN-CLEAR-987")).await.unwrap();
+        assert_eq!(store.get_app("wxsealed").await.unwrap().unwrap().secret, app.secret);
+        // Bytes on disk, WAL included, while the store is open.
+        for file in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(file.unwrap().path()).unwrap();
+            for secret in ["APP-SECRET-IN-CLEAR-0123456789", "REFRESH-TOKEN-IN-CLEAR-987"] {
+                assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} on disk");
+            }
+        }
+    }
+    // A wrong key: the store does not open (at start, not at the first use), naming the key
+    // it needs and nothing of the values.
+    let e = SqliteStore::open_sealed(&path, Some(super::tests::sealer())).await.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("{}, which is not configured", sealer_id(&path))) && !e.contains("IN-CLEAR"),
+        "{e}"
+    );
+}
+
+/// The key id of the first sealed secret in a file.
+fn sealer_id(path: &std::path::Path) -> String {
+    let c = rusqlite::Connection::open(path).unwrap();
+    let v: String = c.query_row("SELECT value FROM secrets LIMIT 1", [], |r| r.get(0)).unwrap();
+    v.split(':').nth(1).unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn sqlite_reseals_under_a_new_key_at_open() {
+    use crate::seal::Sealer;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rotate.db");
+    let (old, new) = (Sealer::generate_key(), Sealer::generate_key());
+    {
+        let store =
+            SqliteStore::open_sealed(&path, Some(Arc::new(Sealer::new(&old, &[]).unwrap()))).await.unwrap();
+        store.put_secret("verify_ticket:wxc", &Secret::from("ticket-1")).await.unwrap();
+    }
+    // The new key with the old one kept: everything opens, and is sealed again under the new.
+    {
+        let both = Arc::new(Sealer::new(&new, std::slice::from_ref(&old)).unwrap());
+        let store = SqliteStore::open_sealed(&path, Some(both)).await.unwrap();
+        assert_eq!(store.get_secret("verify_ticket:wxc").await.unwrap(), Some(Secret::from("ticket-1")));
+    }
+    // So the old key can go.
+    let only_new = Arc::new(Sealer::new(&new, &[]).unwrap());
+    let store = SqliteStore::open_sealed(&path, Some(only_new)).await.unwrap();
+    assert_eq!(store.get_secret("verify_ticket:wxc").await.unwrap(), Some(Secret::from("ticket-1")));
 }

@@ -76,7 +76,7 @@ async fn faults_while_valid_keep_reads_going_then_unavailable_then_recovery() {
     assert_eq!(results.len(), cases.len());
 
     // Status shows the fault while the value is still held.
-    let status = engine.status().await;
+    let status = engine.status();
     for c in &cases {
         let s = &status.iter().find(|s| s.appid == c.appid).unwrap().credentials[0];
         assert_eq!(s.state, c.state, "{}: {s:?}", c.appid);
@@ -122,7 +122,7 @@ async fn faults_while_valid_keep_reads_going_then_unavailable_then_recovery() {
             }
         }
     }
-    let status = engine.status().await;
+    let status = engine.status();
     assert!(status.iter().all(|s| s.credentials[0].state == "valid"), "{status:?}");
 
     // Stopped credentials were not hammered: ~3 s of failing made a couple of calls each,
@@ -174,7 +174,7 @@ async fn nothing_valid_many_readers_make_bounded_calls_and_get_unavailable() {
     // in 3 s, whatever the thousands of reads.
     assert!(reads > 1000, "{reads} reads");
     assert!((2..=5).contains(&calls), "{calls} calls for {reads} reads");
-    let st = &engine.status().await[0].credentials[0];
+    let st = &engine.status()[0].credentials[0];
     assert_eq!((st.state, st.last_error.as_deref()), ("failing", Some("errcode -1")));
     assert!(st.next_refresh_ms.is_some());
     engine.shutdown().await;
@@ -202,7 +202,7 @@ async fn a_bad_secret_stops_fast_retries_and_reads_say_why() {
         "credential access_token of wxa is unavailable"
     );
     assert_eq!(sim.calls("wxa", wechat_proto::api::PATH_STABLE_TOKEN), 1);
-    let st = &engine.status().await[0].credentials[0];
+    let st = &engine.status()[0].credentials[0];
     assert_eq!((st.state, st.last_error.as_deref()), ("stopped", Some("errcode 40125")));
     // An admin's forced refresh bypasses the stop and reports WeChat's answer.
     match engine.force_refresh("wxa", AT).await {
@@ -222,6 +222,6 @@ async fn an_absurd_expires_in_is_an_upstream_error() {
         Err(Error::Unavailable { reason: Some(r), .. }) => assert!(r.contains("beyond a day"), "{r}"),
         other => panic!("expected unavailable, got {other:?}"),
     }
-    let status = engine.status().await;
+    let status = engine.status();
     assert_eq!(status[0].credentials[0].state, "failing");
 }

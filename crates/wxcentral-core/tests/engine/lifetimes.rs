@@ -48,7 +48,7 @@ async fn classic_tokens_across_short_lifetimes_are_never_rejected() {
         "one fetch per value: {calls} fetches, {} values",
         seen.len()
     );
-    let status = engine.status().await;
+    let status = engine.status();
     assert_eq!(status[0].credentials[0].state, "valid");
     assert_eq!(status[0].quota_today, vec![(PATH_TOKEN.to_owned(), calls)]);
     engine.shutdown().await;

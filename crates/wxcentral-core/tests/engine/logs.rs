@@ -78,8 +78,7 @@ fn no_secret_or_value_in_logs_or_debug() {
             values.push(c.value.expose().clone());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let status =
-            format!("{:?} {}", engine.status().await, serde_json::to_string(&engine.status().await).unwrap());
+        let status = format!("{:?} {}", engine.status(), serde_json::to_string(&engine.status()).unwrap());
         for v in &values {
             assert!(!status.contains(v.as_str()), "status shows a value");
         }

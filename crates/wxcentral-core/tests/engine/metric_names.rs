@@ -1,96 +1,55 @@
-//! The metric names and labels the server's `/metrics` shows, recorded through the `metrics`
-//! facade with a small in-test recorder.
+//! The engine's per-app metric series: documented names and labels, aggregation without the
+//! `app` label, and series that leave with their app.
 
 use crate::common::*;
-use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use wechat_proto::api::PATH_TOKEN;
 use wechat_sim::FaultKind;
 use wxcentral_core::store::MemoryStore;
-use wxcentral_core::{CredentialKind, TokenApi};
+use wxcentral_core::{CredentialKind, Engine, TokenApi};
 
-type Values = Arc<Mutex<BTreeMap<String, f64>>>;
-
-#[derive(Default)]
-struct TestRecorder(Values);
-
-struct Cell(Values, String);
-
-impl CounterFn for Cell {
-    fn increment(&self, v: u64) {
-        *self.0.lock().unwrap().entry(self.1.clone()).or_default() += v as f64;
+/// `name{k=v,...}` -> value, labels sorted.
+fn samples(engine: &Engine, per_app: bool) -> BTreeMap<String, f64> {
+    let mut text = String::new();
+    engine.render_metrics(per_app, &mut text);
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = series.split_once('{').unwrap();
+        let mut labels: Vec<String> = labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .map(|l| l.replace('"', ""))
+            .collect();
+        labels.sort();
+        out.insert(format!("{name}{{{}}}", labels.join(",")), value.parse().unwrap());
     }
-    fn absolute(&self, v: u64) {
-        self.0.lock().unwrap().insert(self.1.clone(), v as f64);
-    }
+    out
 }
 
-impl GaugeFn for Cell {
-    fn increment(&self, v: f64) {
-        *self.0.lock().unwrap().entry(self.1.clone()).or_default() += v;
-    }
-    fn decrement(&self, v: f64) {
-        *self.0.lock().unwrap().entry(self.1.clone()).or_default() -= v;
-    }
-    fn set(&self, v: f64) {
-        self.0.lock().unwrap().insert(self.1.clone(), v);
-    }
-}
+#[tokio::test]
+async fn engine_metrics_have_the_documented_names_and_labels() {
+    let sim = sim(vec![sim_app("wxa", 7200), sim_app("wxb", 7200)]).await;
+    let engine = engine_with(
+        &sim,
+        vec![app("wxa", TokenApi::Classic, &[]), app("wxb", TokenApi::Classic, &[])],
+        Arc::new(MemoryStore::new()),
+        config("n1"),
+    )
+    .await;
+    let at = CredentialKind::AccessToken;
+    engine.get("wxa", at).await.unwrap();
+    engine.get("wxb", at).await.unwrap();
+    let mut quota = fault(PATH_TOKEN, Some("wxa"), FaultKind::Errcode);
+    quota.errcode = Some(45009);
+    quota.count = Some(1);
+    add_fault(&sim, quota);
+    assert!(engine.force_refresh("wxa", at).await.is_err());
+    engine.force_refresh("wxa", at).await.unwrap();
 
-/// `name{k=v,...}` with labels sorted, Prometheus-like.
-fn render(key: &Key) -> String {
-    let mut labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
-    labels.sort();
-    format!("{}{{{}}}", key.name(), labels.join(","))
-}
-
-impl Recorder for TestRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(Arc::new(Cell(self.0.clone(), render(key))))
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(Arc::new(Cell(self.0.clone(), render(key))))
-    }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
-    }
-}
-
-#[test]
-fn engine_metrics_have_the_documented_names_and_labels() {
-    let recorder = TestRecorder::default();
-    let values = recorder.0.clone();
-    // The recorder is thread-local: run everything on this thread.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    metrics::with_local_recorder(&recorder, || {
-        rt.block_on(async {
-            let sim = sim(vec![sim_app("wxa", 7200)]).await;
-            let engine = engine_with(
-                &sim,
-                vec![app("wxa", TokenApi::Classic, &[])],
-                Arc::new(MemoryStore::new()),
-                config("n1"),
-            )
-            .await;
-            let at = CredentialKind::AccessToken;
-            engine.get("wxa", at).await.unwrap();
-            let mut quota = fault(PATH_TOKEN, None, FaultKind::Errcode);
-            quota.errcode = Some(45009);
-            quota.count = Some(1);
-            add_fault(&sim, quota);
-            assert!(engine.force_refresh("wxa", at).await.is_err());
-            engine.force_refresh("wxa", at).await.unwrap();
-            engine.update_gauges();
-            engine.shutdown().await;
-        });
-    });
-    let v = values.lock().unwrap().clone();
+    let v = samples(&engine, true);
     let get = |k: &str| v.get(k).copied().unwrap_or_else(|| panic!("missing {k} in {v:#?}"));
     assert_eq!(get("wxcentral_upstream_calls_total{app=wxa,endpoint=/cgi-bin/token,outcome=ok}"), 2.0);
     assert_eq!(get("wxcentral_upstream_calls_total{app=wxa,endpoint=/cgi-bin/token,outcome=45009}"), 1.0);
@@ -98,6 +57,38 @@ fn engine_metrics_have_the_documented_names_and_labels() {
     assert_eq!(get("wxcentral_refreshes_total{app=wxa,kind=access_token,reason=forced}"), 1.0);
     assert_eq!(get("wxcentral_refresh_failures_total{app=wxa,class=quota,kind=access_token}"), 1.0);
     assert_eq!(get("wxcentral_quota_used_today{app=wxa,endpoint=/cgi-bin/token}"), 3.0);
+    assert_eq!(get("wxcentral_apps{origin=config}"), 2.0);
     let ttl = get("wxcentral_credential_seconds_to_expiry{app=wxa,kind=access_token}");
-    assert!((7190.0..=7200.0).contains(&ttl), "{ttl}");
+    assert!(ttl > 7000.0 && ttl <= 7200.0, "{ttl}");
+
+    // Without the app label: counters summed over apps, gauges the app nearest its limit.
+    let v = samples(&engine, false);
+    let get = |k: &str| v.get(k).copied().unwrap_or_else(|| panic!("missing {k} in {v:#?}"));
+    assert_eq!(get("wxcentral_upstream_calls_total{endpoint=/cgi-bin/token,outcome=ok}"), 3.0);
+    assert_eq!(get("wxcentral_refreshes_total{kind=access_token,reason=startup}"), 2.0);
+    assert_eq!(get("wxcentral_quota_used_today{endpoint=/cgi-bin/token}"), 3.0);
+    assert!(v.keys().all(|k| !k.contains("app=")), "{v:#?}");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_removed_app_takes_its_series_along() {
+    let sim = sim(vec![sim_app("wxkeep", 7200), sim_app("wxgone", 7200)]).await;
+    let engine = engine_with(
+        &sim,
+        vec![app("wxkeep", TokenApi::Stable, &[])],
+        Arc::new(MemoryStore::new()),
+        config("n1"),
+    )
+    .await;
+    engine.put_app(app("wxgone", TokenApi::Stable, &[])).await.unwrap();
+    engine.get("wxgone", CredentialKind::AccessToken).await.unwrap();
+    engine.get("wxkeep", CredentialKind::AccessToken).await.unwrap();
+    assert!(samples(&engine, true).keys().any(|k| k.contains("app=wxgone")));
+    engine.delete_app("wxgone").await.unwrap();
+    let v = samples(&engine, true);
+    assert!(!v.keys().any(|k| k.contains("wxgone")), "{v:#?}");
+    assert!(v.keys().any(|k| k.contains("app=wxkeep")));
+    assert_eq!(v["wxcentral_apps{origin=config}"], 1.0);
+    engine.shutdown().await;
 }

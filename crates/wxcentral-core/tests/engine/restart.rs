@@ -19,7 +19,7 @@ async fn restart_on_the_same_sqlite_file_makes_zero_upstream_calls() {
             app("wxb", TokenApi::Stable, &[]),
         ]
     };
-    let open = || async { StoreConfig::Sqlite { path: path.clone() }.open().await.unwrap() };
+    let open = || async { StoreConfig::Sqlite { path: path.clone() }.open(None).await.unwrap() };
 
     let engine = engine_with(&sim, apps(), open().await, config("n1")).await;
     let mut before = Vec::new();
@@ -40,7 +40,7 @@ async fn restart_on_the_same_sqlite_file_makes_zero_upstream_calls() {
 
     let engine = engine_with(&sim, apps(), open().await, config("n1")).await;
     // Loaded at start, before any read or refresh loop had a chance to run.
-    let status = engine.status().await;
+    let status = engine.status();
     let loaded: Vec<_> = status.iter().flat_map(|s| &s.credentials).map(|c| (c.state, c.version)).collect();
     assert_eq!(
         loaded,
@@ -60,7 +60,7 @@ async fn restart_on_the_same_sqlite_file_makes_zero_upstream_calls() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(after, before, "same values and versions after the restart");
     assert_eq!(calls(&sim), (1, 2, 1), "no upstream call after the restart");
-    let status = engine.status().await;
+    let status = engine.status();
     assert!(status.iter().flat_map(|s| &s.credentials).all(|c| c.state == "valid"), "{status:?}");
     // The quota book survived too.
     let a = status.iter().find(|s| s.appid == "wxa").unwrap();

@@ -1,0 +1,219 @@
+//! The live set of credentials: apps from the config file and apps added at runtime, each with
+//! its slots. Every read looks a slot up here, so the map is papaya's (lock-free reads that
+//! share no counter between cores), and adding or removing thousands of apps copies nothing.
+
+use super::*;
+
+/// Where an app comes from. Config-file apps change only with the file (SIGHUP); runtime apps
+/// live in the store, added and removed through the admin API, and every node follows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    Config,
+    Runtime,
+}
+
+pub(super) struct AppEntry {
+    pub(super) spec: AppSpec,
+    pub(super) origin: Origin,
+    pub(super) slots: Vec<Arc<Slot>>,
+    /// Today's upstream calls per endpoint as the store last counted them, so `/v1/apps`
+    /// answers from memory: `(endpoint, WeChat day, calls)`.
+    quota: Mutex<Vec<(&'static str, String, u64)>>,
+    pub(super) calls: AppCalls,
+}
+
+impl AppEntry {
+    pub(super) fn record_quota(&self, endpoint: &'static str, day: &str, calls: u64) {
+        let mut q = lock(&self.quota);
+        match q.iter_mut().find(|(e, _, _)| *e == endpoint) {
+            Some(row) if row.1 == day => row.2 = row.2.max(calls),
+            Some(row) => *row = (endpoint, day.to_owned(), calls),
+            None => q.push((endpoint, day.to_owned(), calls)),
+        }
+    }
+
+    /// Calls of `day` per endpoint the app uses (0 for those not called yet).
+    pub(super) fn quota_of(&self, day: &str) -> Vec<(String, u64)> {
+        let q = lock(&self.quota);
+        self.endpoints()
+            .map(|ep| {
+                let n = q.iter().find(|(e, d, _)| *e == ep && d == day).map_or(0, |(_, _, n)| *n);
+                (ep.to_owned(), n)
+            })
+            .collect()
+    }
+
+    pub(super) fn endpoints(&self) -> impl Iterator<Item = &'static str> {
+        let token = match self.spec.token_api {
+            TokenApi::Stable => api::PATH_STABLE_TOKEN,
+            TokenApi::Classic => api::PATH_TOKEN,
+        };
+        std::iter::once(token).chain((!self.spec.tickets.is_empty()).then_some(api::PATH_GETTICKET))
+    }
+
+    fn retire(&self) {
+        for slot in &self.slots {
+            slot.cancel.cancel();
+        }
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Registry {
+    apps: papaya::HashMap<String, Arc<AppEntry>, foldhash::fast::RandomState>,
+}
+
+impl Registry {
+    pub(super) fn slot(&self, appid: &str, kind: CredentialKind) -> Result<Arc<Slot>> {
+        let apps = self.apps.pin();
+        let app = apps.get(appid).ok_or_else(|| Error::UnknownApp(appid.to_owned()))?;
+        app.slots
+            .iter()
+            .find(|s| s.key.kind == kind)
+            .cloned()
+            .ok_or_else(|| Error::UnknownCredential { appid: appid.to_owned(), kind })
+    }
+
+    pub(super) fn get(&self, appid: &str) -> Option<Arc<AppEntry>> {
+        self.apps.pin().get(appid).cloned()
+    }
+
+    /// Every app, by appid.
+    pub(super) fn entries(&self) -> Vec<Arc<AppEntry>> {
+        let mut all: Vec<_> = self.apps.pin().values().cloned().collect();
+        all.sort_by(|a, b| a.spec.appid.cmp(&b.spec.appid));
+        all
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.apps.len()
+    }
+}
+
+impl Inner {
+    fn build_entry(&self, spec: AppSpec, origin: Origin) -> Arc<AppEntry> {
+        let mut slots: Vec<Arc<Slot>> = Vec::new();
+        for kind in spec.kinds() {
+            if slots.iter().any(|s| s.key.kind == kind) {
+                continue;
+            }
+            let source = match kind.ticket_type() {
+                Some(t) => Source::Ticket(t),
+                None => Source::Token { secret: spec.secret.clone(), api: spec.token_api },
+            };
+            slots.push(Arc::new(Slot::new(
+                CredentialKey::new(&spec.appid, kind),
+                source,
+                self.cancel.child_token(),
+            )));
+        }
+        Arc::new(AppEntry { spec, origin, slots, quota: Mutex::new(Vec::new()), calls: AppCalls::default() })
+    }
+
+    /// Adds apps, or replaces those whose definition changed (an unchanged one is left alone,
+    /// values and loops included). Stored values are installed before the refresh loops start,
+    /// so an app whose credentials another node (or an earlier run) fetched makes no call.
+    pub(super) async fn add_apps(self: &Arc<Self>, specs: Vec<(AppSpec, Origin)>) -> Result<()> {
+        let mut added = Vec::new();
+        for (spec, origin) in specs {
+            if let Some(old) = self.registry.get(&spec.appid) {
+                if old.spec == spec && old.origin == origin {
+                    continue;
+                }
+                old.retire();
+            }
+            let entry = self.build_entry(spec, origin);
+            self.registry.apps.pin().insert(entry.spec.appid.clone(), Arc::clone(&entry));
+            added.push(entry);
+        }
+        if added.is_empty() {
+            return Ok(());
+        }
+        // One scan for a big batch (startup, a mass add), one read per credential for a few.
+        let stored: Vec<(CredentialKey, Credential)> = if added.len() > 32 {
+            let wanted: std::collections::HashSet<&str> =
+                added.iter().map(|e| e.spec.appid.as_str()).collect();
+            self.store
+                .load_credentials()
+                .await?
+                .into_iter()
+                .filter(|(k, _)| wanted.contains(k.appid.as_str()))
+                .collect()
+        } else {
+            let mut v = Vec::new();
+            for slot in added.iter().flat_map(|e| &e.slots) {
+                if let Some(c) = self.store.get_credential(&slot.key).await? {
+                    v.push((slot.key.clone(), c));
+                }
+            }
+            v
+        };
+        let now = now_ms();
+        for (key, cred) in stored {
+            if let Ok(slot) = self.registry.slot(&key.appid, key.kind) {
+                let m = self.margins(&slot, &cred);
+                tracing::debug!(
+                    appid = key.appid,
+                    kind = %key.kind,
+                    version = cred.version,
+                    expires_in = (cred.expires_at_ms - now) / 1000,
+                    servable = policy::servable(cred.expires_at_ms, m, now),
+                    "credential loaded from store"
+                );
+                self.install(&slot, Arc::new(cred));
+            }
+        }
+        for entry in &added {
+            tracing::info!(appid = entry.spec.appid, origin = ?entry.origin, "app added");
+            for slot in &entry.slots {
+                self.tasks.spawn(Arc::clone(self).run_loop(Arc::clone(slot)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes an app out of the live set: its loops and any refresh in flight stop, reads answer
+    /// 404, its metric series go (they are rendered from the live set). With `forget`, its stored values and leases go too.
+    pub(super) async fn remove_app(&self, appid: &str, forget: bool) -> Result<bool> {
+        let Some(entry) = self.registry.apps.pin().remove(appid).cloned() else {
+            return Ok(false);
+        };
+        entry.retire();
+        if forget {
+            self.store.delete_credentials(appid).await?;
+        }
+        tracing::info!(appid, origin = ?entry.origin, "app removed");
+        Ok(true)
+    }
+
+    /// Brings one runtime app in line with the store (another node added, changed or removed it).
+    pub(super) async fn sync_app(self: &Arc<Self>, appid: &str) -> Result<()> {
+        let local = self.registry.get(appid);
+        if local.as_ref().is_some_and(|e| e.origin == Origin::Config) {
+            return Ok(());
+        }
+        match self.store.get_app(appid).await? {
+            Some(spec) => self.add_apps(vec![(spec, Origin::Runtime)]).await,
+            None if local.is_some() => self.remove_app(appid, false).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Every runtime app in line with the store.
+    pub(super) async fn sync_apps(self: &Arc<Self>) -> Result<()> {
+        let stored = self.store.load_apps().await?;
+        let names: std::collections::HashSet<&str> = stored.iter().map(|a| a.appid.as_str()).collect();
+        for entry in self.registry.entries() {
+            if entry.origin == Origin::Runtime && !names.contains(entry.spec.appid.as_str()) {
+                self.remove_app(&entry.spec.appid, false).await?;
+            }
+        }
+        let runtime: Vec<_> = stored
+            .into_iter()
+            .filter(|a| self.registry.get(&a.appid).is_none_or(|e| e.origin == Origin::Runtime))
+            .map(|a| (a, Origin::Runtime))
+            .collect();
+        self.add_apps(runtime).await
+    }
+}
