@@ -460,9 +460,7 @@ pub async fn put_app(
     tracing::info!(client = %client.name, appid = %appid, created, "app put");
     let view = state
         .engine()
-        .status()
-        .into_iter()
-        .find(|a| a.appid == appid)
+        .app_status(&appid)
         .map(|a| app_view(a, now_ms()))
         .ok_or_else(|| ApiError::UnknownApp(appid.clone()))?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };

@@ -255,7 +255,7 @@ impl Inner {
     /// Takes the slot's refresh lease, waiting while another node holds it: that node's value
     /// usually arrives meanwhile (through the change feed) and is adopted instead of fetching.
     pub(super) async fn take_lease(&self, slot: &Slot, reason: Reason, seen: Option<u64>) -> LeaseOutcome {
-        let name = format!("refresh:{}:{}", slot.key.appid, slot.key.kind);
+        let name = format!("{}{}", crate::store::lease_prefix(&slot.key.appid), slot.key.kind);
         let ttl = self.lease_ttl(slot);
         let poll = Duration::from_millis(200);
         let deadline = tokio::time::Instant::now() + ttl + Duration::from_secs(1);

@@ -50,7 +50,7 @@ mod status;
 use flight::*;
 use metrics_text::{AppCalls, SlotCounters};
 pub use registry::Origin;
-use registry::Registry;
+use registry::{AppEntry, Registry};
 use slot::*;
 use source::*;
 
@@ -386,18 +386,13 @@ impl Engine {
     /// Every app in the live set with the state of its credentials, from memory.
     pub fn status(&self) -> Vec<AppStatus> {
         let today = wechat_day(now_ms());
-        self.inner
-            .registry
-            .entries()
-            .iter()
-            .map(|e| AppStatus {
-                appid: e.spec.appid.clone(),
-                kind: e.spec.kind,
-                origin: e.origin,
-                credentials: e.slots.iter().map(|s| self.inner.credential_status(s)).collect(),
-                quota_today: e.quota_of(&today),
-            })
-            .collect()
+        self.inner.registry.entries().iter().map(|e| self.inner.app_status(e, &today)).collect()
+    }
+
+    /// [`Engine::status`] of one app.
+    pub fn app_status(&self, appid: &str) -> Option<AppStatus> {
+        let entry = self.inner.registry.get(appid)?;
+        Some(self.inner.app_status(&entry, &wechat_day(now_ms())))
     }
 
     /// Appends the per-app series (upstream calls, refreshes, failures, quota, seconds to

@@ -3,6 +3,16 @@
 use super::*;
 
 impl Inner {
+    pub(super) fn app_status(&self, e: &AppEntry, today: &str) -> AppStatus {
+        AppStatus {
+            appid: e.spec.appid.clone(),
+            kind: e.spec.kind,
+            origin: e.origin,
+            credentials: e.slots.iter().map(|s| self.credential_status(s)).collect(),
+            quota_today: e.quota_of(today),
+        }
+    }
+
     pub(super) fn credential_status(&self, slot: &Slot) -> CredentialStatus {
         let now = now_ms();
         let cur = slot.current.load_full();

@@ -88,9 +88,11 @@ impl CredentialStore for MemoryStore {
 
     async fn delete_credentials(&self, appid: &str) -> Result<()> {
         let mut inner = self.lock();
-        inner.credentials.retain(|k, _| k.appid != appid);
         let prefix = super::lease_prefix(appid);
-        inner.leases.retain(|name, _| !name.starts_with(&prefix));
+        for kind in crate::kind::CredentialKind::ALL {
+            inner.credentials.remove(&CredentialKey::new(appid, kind));
+            inner.leases.remove(&format!("{prefix}{kind}"));
+        }
         Ok(())
     }
 }
