@@ -38,7 +38,7 @@ for i in $(seq 0 $((APPS - 1))); do
 done >"$work/sim.toml"
 {
   printf '[server]\nlisten = "%s"\n\n[store]\nkind = "sqlite"\npath = "%s/wxcentral.db"\n\n' "$HUB_ADDR" "$work"
-  printf '[upstream]\nbase_url = "http://%s"\n\n' "$SIM_ADDR"
+  printf '[upstream]\nbase_url = "http://%s"\nmax_concurrency = 32\nmax_per_second = 2000\n\n' "$SIM_ADDR"
   for i in $(seq 0 $((APPS - 1))); do
     printf '[[app]]\nappid = "%s"\nsecret = "bench-secret-%d"\ntickets = ["jsapi"]\n\n' "$(appid "$i")" "$i"
   done

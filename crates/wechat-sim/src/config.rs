@@ -22,6 +22,10 @@ pub enum SimError {
 pub struct SimConfig {
     #[serde(default, rename = "app")]
     pub apps: Vec<SimApp>,
+    /// Off by default. On, a token request for an unknown appid registers it with the secret
+    /// presented (WeChat's defaults otherwise), so a sandbox can try apps added at runtime.
+    #[serde(default)]
+    pub auto_register: bool,
     #[serde(default, rename = "component")]
     pub components: Vec<SimComponent>,
 }
@@ -238,6 +242,12 @@ impl SimConfig {
 
     pub fn app(mut self, app: SimApp) -> Self {
         self.apps.push(app);
+        self
+    }
+
+    /// See [`SimConfig::auto_register`].
+    pub fn auto_register(mut self, on: bool) -> Self {
+        self.auto_register = on;
         self
     }
 

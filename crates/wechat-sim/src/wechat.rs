@@ -4,6 +4,7 @@
 //! here does I/O, so the rules can be read (and unit-tested) apart from HTTP.
 
 use crate::clock::Millis;
+use crate::config::SimApp;
 use crate::state::{Family, State, TOKEN_ALPHABET, derived_id, derived_openid, random_string};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -111,6 +112,18 @@ impl State {
         result.map_or_else(Reply::Err, Reply::Ok)
     }
 
+    /// With `auto_register`, an unknown appid asking for a token becomes an app with the secret
+    /// it presented.
+    fn register_unknown(&mut self, appid: Option<&str>, secret: Option<&str>) {
+        if let (true, Some(appid), Some(secret)) = (self.config.auto_register, appid, secret)
+            && !appid.is_empty()
+            && !secret.is_empty()
+            && self.app(appid).is_none()
+        {
+            self.config.apps.push(SimApp::new(appid, secret));
+        }
+    }
+
     /// appid and secret of a configured app: 41002 / 40013 / 41004 / 40125.
     fn app_credentials(&self, appid: Option<&str>, secret: Option<&str>) -> R<()> {
         let appid = appid.filter(|a| !a.is_empty()).ok_or(41002)?;
@@ -151,6 +164,7 @@ impl State {
         if req.q("grant_type") != Some("client_credential") {
             return Err(40002);
         }
+        self.register_unknown(req.q("appid"), req.q("secret"));
         self.app_credentials(req.q("appid"), req.q("secret"))?;
         let appid = req.q("appid").unwrap_or_default().to_owned();
         self.quota(&appid, PATH_TOKEN, req.now)?;
@@ -176,6 +190,7 @@ impl State {
             Some(_) => return Err(47001),
         };
         let appid = str_field(&body, "appid");
+        self.register_unknown(appid, str_field(&body, "secret"));
         self.app_credentials(appid, str_field(&body, "secret"))?;
         let appid = appid.unwrap_or_default().to_owned();
         let app = self.app(&appid).ok_or(40013)?.clone();
@@ -507,7 +522,7 @@ fn base64_like(len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{SimApp, SimConfig};
+    use crate::config::SimConfig;
 
     fn req<'a>(path: &'a str, query: &'a HashMap<String, String>, body: &'a [u8], now: Millis) -> Req<'a> {
         Req { path, query, body, now }

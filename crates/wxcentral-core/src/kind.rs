@@ -108,6 +108,7 @@ impl Credential {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AppKind {
     #[default]
@@ -117,6 +118,7 @@ pub enum AppKind {
 
 /// Which WeChat endpoint issues the app's access_token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TokenApi {
     /// `POST /cgi-bin/stable_token`: does not invalidate tokens other callers hold.

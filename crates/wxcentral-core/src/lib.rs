@@ -27,6 +27,7 @@ pub mod quota;
 pub mod seal;
 pub mod store;
 pub mod upstream;
+pub mod wire;
 
 pub use engine::{AppStatus, CredentialStatus, Engine, EngineConfig, ForcedRefresh, Origin};
 pub use error::{Error, Result};

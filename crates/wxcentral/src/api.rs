@@ -10,46 +10,17 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use rand::distributions::Alphanumeric;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 use utoipa::ToSchema;
 use wechat_proto::Secret;
-use wxcentral_core::{Credential, CredentialKind};
-
-// Borrows the held value, so a read copies nothing, and its `Debug` shows no value.
-/// A credential value as served to clients.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CredentialResponse<'a> {
-    pub appid: &'a str,
-    /// access_token, jsapi_ticket, wx_card_ticket or component_access_token.
-    pub kind: &'static str,
-    #[schema(value_type = String)]
-    pub value: &'a Secret,
-    /// Unix seconds until which the value is promised to keep working: WeChat's expiry, or for
-    /// tokens whose refresh kills them (classic, component, authorizer), no later than the
-    /// planned refresh plus WeChat's overlap. A client may cache the value until then.
-    pub expires_at: i64,
-    /// Seconds from now to `expires_at`.
-    pub expires_in: i64,
-    /// Grows with every new value; a client may drop a value older than one it has seen.
-    pub version: u64,
-}
-
-impl<'a> CredentialResponse<'a> {
-    pub fn new(appid: &'a str, kind: CredentialKind, cred: &'a Credential, now_ms: i64) -> Self {
-        Self {
-            appid,
-            kind: kind.as_str(),
-            value: &cred.value,
-            expires_at: cred.valid_until_ms.div_euclid(1000),
-            expires_in: crate::render::expires_in(cred, now_ms),
-            version: cred.version,
-        }
-    }
-}
+use wxcentral_core::CredentialKind;
+pub use wxcentral_core::wire::{
+    AppView, AppsResponse, CredentialResponse, CredentialStatusView, JssdkConfigRequest, JssdkConfigResponse,
+    PutAppRequest, RefreshRequest,
+};
 
 /// The 200 answer with a credential's JSON body.
 fn credential_response(body: serde_json::Result<Vec<u8>>) -> Response {
@@ -61,61 +32,6 @@ fn credential_response(body: serde_json::Result<Vec<u8>>) -> Response {
         }
         Err(e) => ApiError::Internal(format!("credential response: {e}")).into_response(),
     }
-}
-
-/// Body of `POST /v1/apps/{appid}/{kind}/refresh` for compare-and-refresh.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RefreshRequest {
-    /// The value WeChat rejected (errcode 40001, 40014 or 42001).
-    pub invalid: String,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct JssdkConfigRequest {
-    /// The page URL exactly as the browser has it; anything from `#` on is ignored.
-    pub url: String,
-}
-
-/// What the page passes to `wx.config`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct JssdkConfigResponse {
-    pub app_id: String,
-    pub timestamp: i64,
-    pub nonce_str: String,
-    pub signature: String,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AppsResponse {
-    pub apps: Vec<AppView>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AppView {
-    pub appid: String,
-    /// official_account or mini_program.
-    pub kind: String,
-    /// config (from the config file) or runtime (added through the admin API).
-    pub origin: String,
-    pub credentials: Vec<CredentialStatusView>,
-    /// Upstream calls made today (Asia/Shanghai day) per WeChat endpoint.
-    pub quota_today: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CredentialStatusView {
-    pub kind: String,
-    /// valid, absent, failing or stopped.
-    pub state: String,
-    pub expires_at: Option<i64>,
-    pub expires_in: Option<i64>,
-    pub version: Option<u64>,
-    /// Secret-free reason of the last failed refresh, e.g. `errcode 45009`.
-    pub last_error: Option<String>,
-    pub next_refresh_at: Option<i64>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -246,7 +162,7 @@ fn app_view(a: wxcentral_core::AppStatus, now: i64) -> AppView {
     get, path = "/v1/apps/{appid}/{kind}", tag = "credentials",
     params(("appid" = String, Path), ("kind" = String, Path, description = "access_token | jsapi_ticket | wx_card_ticket")),
     responses(
-        (status = 200, body = CredentialResponse<'_>),
+        (status = 200, body = CredentialResponse),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "unknown_app or unknown_credential", body = ErrorBody),
         (status = 503, description = "credential_unavailable, with Retry-After", body = ErrorBody),
@@ -288,7 +204,7 @@ pub(crate) async fn read_credential(
     params(("appid" = String, Path), ("kind" = String, Path)),
     request_body(content = Option<RefreshRequest>, description = "With `invalid`: compare-and-refresh (keys with `refresh`). Without a body: forced refresh (admin keys)."),
     responses(
-        (status = 200, description = "The current value after the report or refresh", body = CredentialResponse<'_>),
+        (status = 200, description = "The current value after the report or refresh", body = CredentialResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 502, description = "upstream_rejected, with errcode", body = ErrorBody),
@@ -307,7 +223,9 @@ pub async fn refresh_credential(
     client.check_app(&appid)?;
     let kind = app_kind(&appid, &kind)?;
     let body = body.map_err(body_rejection)?;
-    let cred = if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or a JSON `null` (what a generated client sends for an absent optional body).
+    let empty = body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null";
+    let cred = if empty {
         if !client.admin {
             return Err(ApiError::Forbidden(format!("client {} may not force a refresh", client.name)));
         }
@@ -343,9 +261,10 @@ pub async fn jssdk_config(
     let clients = state.clients_owned();
     let client = clients.authenticate(&headers)?;
     client.check_app(&appid)?;
-    match reqwest::Url::parse(&req.url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-        _ => return Err(ApiError::InvalidRequest("url must be an absolute http(s) URL".into())),
+    // What the document promises (`^https?://`, at most 4096): the signature covers the URL
+    // as the browser has it, so it is not parsed or normalized.
+    if !(req.url.starts_with("http://") || req.url.starts_with("https://")) || req.url.len() > 4096 {
+        return Err(ApiError::InvalidRequest("url must be an http(s) URL of at most 4096 bytes".into()));
     }
     let ticket = state.engine().get(&appid, CredentialKind::JsapiTicket).await?;
     let timestamp = now_ms().div_euclid(1000);
@@ -386,43 +305,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credential_responses_show_no_value_in_debug() {
-        let cred = Credential::new(Secret::new("TOKEN-VALUE-123".to_owned()), 7_200_000, 0, 7);
-        let r = CredentialResponse::new("wx1", CredentialKind::AccessToken, &cred, 0);
-        assert!(!format!("{r:?}").contains("TOKEN-VALUE-123"), "{r:?}");
-        assert!(serde_json::to_string(&r).unwrap().contains("\"value\":\"TOKEN-VALUE-123\""));
-    }
-}
-
-/// Body of `PUT /v1/apps/{appid}`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PutAppRequest {
-    /// The AppSecret; sealed in the store, never returned.
-    #[schema(min_length = 1, max_length = 256)]
-    pub secret: String,
-    /// official_account (default) or mini_program.
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub kind: wxcentral_core::AppKind,
-    /// stable (default) or classic.
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub token_api: wxcentral_core::TokenApi,
-    /// Tickets kept for the app: jsapi, wx_card.
-    #[serde(default)]
-    #[schema(value_type = Option<Vec<String>>)]
-    pub tickets: Vec<wechat_proto::api::TicketType>,
-}
-
 #[utoipa::path(
     put, path = "/v1/apps/{appid}", tag = "admin",
-    params(("appid" = String, Path, description = "letters, digits, '_' and '-', at most 64")),
+    params(("appid" = String, Path, description = "letters, digits, '_' and '-', at most 64", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     request_body = PutAppRequest,
     responses(
         (status = 201, description = "Added; every node serves it", body = AppView),
@@ -446,7 +331,7 @@ pub async fn put_app(
         return Err(ApiError::Forbidden(format!("client {} may not change apps", client.name)));
     }
     wxcentral_core::engine::check_appid(&appid).map_err(|e| ApiError::InvalidRequest(invalid_reason(e)))?;
-    if req.secret.is_empty() || req.secret.len() > 256 {
+    if req.secret.is_empty() || req.secret.chars().count() > 256 {
         return Err(ApiError::InvalidRequest("secret must be 1 to 256 characters".into()));
     }
     let spec = wxcentral_core::AppSpec {

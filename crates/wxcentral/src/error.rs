@@ -7,10 +7,9 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use std::time::Duration;
-use utoipa::ToSchema;
 use wxcentral_core::CredentialKind;
+pub use wxcentral_core::wire::{ErrorBody, ErrorDetail};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -45,24 +44,6 @@ pub enum ApiError {
 }
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
-
-/// `{"error":{"code":"…","message":"…"}}`
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable snake_case code: invalid_request, unauthorized, forbidden, unknown_app,
-    /// unknown_credential, not_found, method_not_allowed, payload_too_large, rate_limited,
-    /// upstream_rejected, credential_unavailable, not_configured, internal.
-    pub code: &'static str,
-    pub message: String,
-    /// WeChat's errcode, with `upstream_rejected`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errcode: Option<i64>,
-}
 
 impl ApiError {
     /// Status and stable code of each variant.
@@ -145,7 +126,8 @@ impl IntoResponse for ApiError {
         };
         let retry_after = self.retry_after();
         let mut response =
-            (status, Json(ErrorBody { error: ErrorDetail { code, message, errcode } })).into_response();
+            (status, Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message, errcode } }))
+                .into_response();
         if matches!(self, Self::PayloadTooLarge) {
             // The rest of the body is still on the wire and will not be read: tell the client
             // this connection is done, or its next request races the close.

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod front;
+pub mod http_metrics;
 pub mod offline;
 pub mod openapi;
 pub mod render;

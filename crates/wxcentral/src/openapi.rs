@@ -21,7 +21,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         api::delete_app,
     ),
     components(schemas(
-        api::CredentialResponse<'_>,
+        api::CredentialResponse,
         api::RootResponse,
         api::PutAppRequest,
         api::RefreshRequest,

@@ -7,7 +7,7 @@
 //! serializing [`CredentialResponse`] gives (tested below). The rendered parts live beside the
 //! value in the engine's slot, so they follow the live set of apps and cost no second lookup.
 
-use crate::api::CredentialResponse;
+use wxcentral_core::wire::{CredentialResponse, expires_in};
 use wxcentral_core::{Credential, CredentialKind, Engine};
 
 /// One value's body around its `expires_in`, kept beside the value in the engine
@@ -46,10 +46,6 @@ pub fn body(
     now_ms: i64,
 ) -> serde_json::Result<Vec<u8>> {
     render(appid, kind, cred).map(|r| splice(&r, expires_in(cred, now_ms)))
-}
-
-pub(crate) fn expires_in(cred: &Credential, now_ms: i64) -> i64 {
-    (cred.valid_until_ms - now_ms).div_euclid(1000).max(0)
 }
 
 /// `expires_in` is rendered as a marker that no other field can contain, then cut out.

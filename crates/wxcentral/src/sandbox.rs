@@ -44,7 +44,9 @@ pub async fn run(
         "127.0.0.1:0",
         SimConfig::new()
             .app(SimApp::new(DEMO_OFFICIAL_ACCOUNT, &oa_secret))
-            .app(SimApp::new(DEMO_MINI_PROGRAM, &mp_secret)),
+            .app(SimApp::new(DEMO_MINI_PROGRAM, &mp_secret))
+            // Apps added through `PUT /v1/apps/{appid}` exist at the sandbox's WeChat too.
+            .auto_register(true),
     )
     .await
     .map_err(|e| ServerError::Io(std::io::Error::other(format!("simulator: {e}"))))?;

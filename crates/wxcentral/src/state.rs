@@ -1,7 +1,7 @@
 //! Shared state of the HTTP handlers.
 
 use crate::auth::Clients;
-use crate::telemetry::HttpMetrics;
+use crate::http_metrics::HttpMetrics;
 use arc_swap::{ArcSwap, Guard};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;

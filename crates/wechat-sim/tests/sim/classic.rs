@@ -119,3 +119,15 @@ async fn bad_appid_secret_and_grant_type_have_their_errcodes() {
     let (_, v) = sim.get("/cgi-bin/get_api_domain_ip?access_token=made-up").await;
     assert_wx_err(&v, 40001, "invalid credential, access_token is invalid or not latest");
 }
+
+#[tokio::test]
+async fn auto_register_makes_unknown_apps_on_their_first_token_request() {
+    let off = start(SimConfig::new()).await;
+    assert_eq!(errcode(&off.classic("wxnew", "s3cret").await), 40013, "off by default");
+    let on = start(SimConfig::new().auto_register(true)).await;
+    let t = on.classic_ok("wxnew", "s3cret").await;
+    assert_eq!(on.use_token(&t).await, 0, "a working token");
+    assert_eq!(errcode(&on.classic("wxnew", "other").await), 40125, "the first secret is the app's");
+    let (token, ttl) = on.stable_ok("wxnew2", "s2", false).await;
+    assert!(!token.is_empty() && ttl > 0);
+}

@@ -1,0 +1,180 @@
+//! The JSON of wxcentral's native API, shared by the server and the SDK so the two cannot
+//! drift apart. With the `openapi` feature the types also describe themselves for the
+//! server's OpenAPI document.
+
+use crate::kind::{AppKind, Credential, CredentialKind, TokenApi};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use wechat_proto::Secret;
+use wechat_proto::api::TicketType;
+
+/// A credential value as served to clients (`GET /v1/apps/{appid}/{kind}`, refresh answers).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CredentialResponse {
+    pub appid: String,
+    /// access_token, jsapi_ticket, wx_card_ticket or component_access_token.
+    pub kind: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub value: Secret,
+    /// Unix seconds until which the value is promised to keep working: WeChat's expiry, or for
+    /// tokens whose refresh kills them (classic, component, authorizer), no later than the
+    /// planned refresh plus WeChat's overlap. A client may cache the value until then.
+    pub expires_at: i64,
+    /// Seconds from now to `expires_at`.
+    pub expires_in: i64,
+    /// Grows with every new value; a client may drop a value older than one it has seen.
+    pub version: u64,
+}
+
+impl CredentialResponse {
+    pub fn new(appid: &str, kind: CredentialKind, cred: &Credential, now_ms: i64) -> Self {
+        Self {
+            appid: appid.to_owned(),
+            kind: kind.as_str().to_owned(),
+            value: cred.value.clone(),
+            expires_at: cred.valid_until_ms.div_euclid(1000),
+            expires_in: expires_in(cred, now_ms),
+            version: cred.version,
+        }
+    }
+}
+
+/// Whole seconds from `now_ms` to the promised expiry, never negative.
+pub fn expires_in(cred: &Credential, now_ms: i64) -> i64 {
+    (cred.valid_until_ms - now_ms).div_euclid(1000).max(0)
+}
+
+/// Body of `POST /v1/apps/{appid}/{kind}/refresh` for compare-and-refresh.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The value WeChat rejected (errcode 40001, 40014 or 42001).
+    pub invalid: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct JssdkConfigRequest {
+    /// The page URL exactly as the browser has it (http or https); anything from `#` on is
+    /// ignored.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^https?://", max_length = 4096))]
+    pub url: String,
+}
+
+/// What the page passes to `wx.config`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct JssdkConfigResponse {
+    pub app_id: String,
+    pub timestamp: i64,
+    pub nonce_str: String,
+    pub signature: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppsResponse {
+    pub apps: Vec<AppView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppView {
+    pub appid: String,
+    /// official_account or mini_program.
+    pub kind: String,
+    /// config (from the config file) or runtime (added through the admin API).
+    pub origin: String,
+    pub credentials: Vec<CredentialStatusView>,
+    /// Upstream calls made today (Asia/Shanghai day) per WeChat endpoint.
+    pub quota_today: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CredentialStatusView {
+    pub kind: String,
+    /// valid, absent, failing or stopped.
+    pub state: String,
+    pub expires_at: Option<i64>,
+    pub expires_in: Option<i64>,
+    pub version: Option<u64>,
+    /// Secret-free reason of the last failed refresh, e.g. `errcode 45009`.
+    pub last_error: Option<String>,
+    pub next_refresh_at: Option<i64>,
+}
+
+/// Body of `PUT /v1/apps/{appid}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PutAppRequest {
+    /// The AppSecret; sealed in the store, never returned.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
+    pub secret: String,
+    /// official_account (default) or mini_program.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = AppKind))]
+    pub kind: AppKind,
+    /// stable (default) or classic.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = TokenApi))]
+    pub token_api: TokenApi,
+    /// Tickets kept for the app.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<TicketName>))]
+    pub tickets: Vec<TicketType>,
+}
+
+/// `{"error":{"code":"…","message":"…"}}`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorDetail {
+    /// Stable snake_case code: invalid_request, unauthorized, forbidden, unknown_app,
+    /// unknown_credential, not_found, method_not_allowed, payload_too_large, rate_limited,
+    /// upstream_rejected, credential_unavailable, not_configured, internal.
+    pub code: String,
+    pub message: String,
+    /// WeChat's errcode, with `upstream_rejected`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errcode: Option<i64>,
+}
+
+/// The tickets an app may keep (the `type` of WeChat's getticket), for the OpenAPI document.
+#[cfg(feature = "openapi")]
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+pub enum TicketName {
+    Jsapi,
+    WxCard,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_responses_show_no_value_in_debug() {
+        let cred = Credential::new(Secret::new("TOKEN-VALUE-123".to_owned()), 7_200_000, 0, 7);
+        let r = CredentialResponse::new("wx1", CredentialKind::AccessToken, &cred, 0);
+        assert!(!format!("{r:?}").contains("TOKEN-VALUE-123"), "{r:?}");
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"value\":\"TOKEN-VALUE-123\""));
+        let back: CredentialResponse = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            (back.value.expose().as_str(), back.version, back.expires_in),
+            ("TOKEN-VALUE-123", 7, 7200)
+        );
+    }
+}
