@@ -175,6 +175,8 @@ pub struct State {
     pub auth_codes: HashMap<String, AuthCode>,
     /// Single-use user codes (js_code, OAuth code, phone code) already redeemed, per app.
     pub used_codes: HashSet<(String, String)>,
+    /// Apps `auto_register` created: their secret follows the last one presented.
+    pub auto_registered: HashSet<String>,
     issued_since_sweep: u64,
 }
 
@@ -198,6 +200,7 @@ impl State {
             next_fault_id: 1,
             components,
             authorizers: HashMap::new(),
+            auto_registered: HashSet::new(),
             pre_auth_codes: HashMap::new(),
             auth_codes: HashMap::new(),
             used_codes: HashSet::new(),

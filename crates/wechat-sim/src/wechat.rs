@@ -113,14 +113,20 @@ impl State {
     }
 
     /// With `auto_register`, an unknown appid asking for a token becomes an app with the secret
-    /// it presented.
+    /// it presented, and an app made that way takes whatever secret it presents next (a sandbox
+    /// user changing a runtime app's secret gets tokens, not 40125).
     fn register_unknown(&mut self, appid: Option<&str>, secret: Option<&str>) {
-        if let (true, Some(appid), Some(secret)) = (self.config.auto_register, appid, secret)
-            && !appid.is_empty()
-            && !secret.is_empty()
-            && self.app(appid).is_none()
-        {
+        let (true, Some(appid), Some(secret)) = (self.config.auto_register, appid, secret) else { return };
+        if appid.is_empty() || secret.is_empty() {
+            return;
+        }
+        if self.app(appid).is_none() {
             self.config.apps.push(SimApp::new(appid, secret));
+            self.auto_registered.insert(appid.to_owned());
+        } else if self.auto_registered.contains(appid)
+            && let Some(app) = self.config.apps.iter_mut().find(|a| a.appid == appid)
+        {
+            secret.clone_into(&mut app.secret);
         }
     }
 

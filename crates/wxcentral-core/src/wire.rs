@@ -126,7 +126,7 @@ pub struct PutAppRequest {
     pub token_api: TokenApi,
     /// Tickets kept for the app.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<TicketName>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<TicketName>, max_items = 8))]
     pub tickets: Vec<TicketType>,
 }
 
@@ -148,6 +148,44 @@ pub struct ErrorDetail {
     /// WeChat's errcode, with `upstream_rejected`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errcode: Option<i64>,
+}
+
+/// Body of `PUT /v1/apps`: many apps in one store write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PutAppsRequest {
+    /// At most 1000 (the request may be up to 4 MiB); a later entry for the same appid wins.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
+    pub apps: Vec<PutAppsItem>,
+}
+
+/// One app of a [`PutAppsRequest`]: its appid and what `PUT /v1/apps/{appid}` takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PutAppsItem {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{1,64}$"))]
+    pub appid: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
+    pub secret: String,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = AppKind))]
+    pub kind: AppKind,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = TokenApi))]
+    pub token_api: TokenApi,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<TicketName>, max_items = 8))]
+    pub tickets: Vec<TicketType>,
+}
+
+/// What `PUT /v1/apps` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PutAppsResponse {
+    pub created: Vec<String>,
+    pub changed: Vec<String>,
 }
 
 /// The tickets an app may keep (the `type` of WeChat's getticket), for the OpenAPI document.

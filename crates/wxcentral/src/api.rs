@@ -19,7 +19,7 @@ use wechat_proto::Secret;
 use wxcentral_core::CredentialKind;
 pub use wxcentral_core::wire::{
     AppView, AppsResponse, CredentialResponse, CredentialStatusView, JssdkConfigRequest, JssdkConfigResponse,
-    PutAppRequest, RefreshRequest,
+    PutAppRequest, PutAppsItem, PutAppsRequest, PutAppsResponse, RefreshRequest,
 };
 
 /// The 200 answer with a credential's JSON body.
@@ -331,8 +331,8 @@ pub async fn put_app(
         return Err(ApiError::Forbidden(format!("client {} may not change apps", client.name)));
     }
     wxcentral_core::engine::check_appid(&appid).map_err(|e| ApiError::InvalidRequest(invalid_reason(e)))?;
-    if req.secret.is_empty() || req.secret.chars().count() > 256 {
-        return Err(ApiError::InvalidRequest("secret must be 1 to 256 characters".into()));
+    if req.secret.is_empty() || req.secret.chars().count() > 256 || req.tickets.len() > 8 {
+        return Err(ApiError::InvalidRequest("secret must be 1 to 256 characters, tickets at most 8".into()));
     }
     let spec = wxcentral_core::AppSpec {
         appid: appid.clone(),
@@ -350,6 +350,67 @@ pub async fn put_app(
         .ok_or_else(|| ApiError::UnknownApp(appid.clone()))?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(view)).into_response())
+}
+
+#[utoipa::path(
+    put, path = "/v1/apps", tag = "admin",
+    request_body = PutAppsRequest,
+    responses(
+        (status = 200, description = "All written in one store write and live; which were new", body = PutAppsResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, description = "Not an admin key, or an app of the config file (nothing written)", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 501, description = "No [store] encryption_key: secrets cannot be stored", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_apps(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<PutAppsRequest>,
+) -> Result<Json<PutAppsResponse>> {
+    let clients = state.clients_owned();
+    let client = clients.authenticate(&headers)?;
+    if !client.admin {
+        return Err(ApiError::Forbidden(format!("client {} may not change apps", client.name)));
+    }
+    if req.apps.is_empty() || req.apps.len() > 1000 {
+        return Err(ApiError::InvalidRequest("apps must hold 1 to 1000 entries".into()));
+    }
+    // Every entry is checked, also one a later entry for the same appid replaces.
+    for item in &req.apps {
+        wxcentral_core::engine::check_appid(&item.appid)
+            .map_err(|e| ApiError::InvalidRequest(format!("{}: {}", item.appid, invalid_reason(e))))?;
+        if item.secret.is_empty() || item.secret.chars().count() > 256 || item.tickets.len() > 8 {
+            return Err(ApiError::InvalidRequest(format!(
+                "{}: secret must be 1 to 256 characters, tickets at most 8",
+                item.appid
+            )));
+        }
+    }
+    // A later entry for the same appid wins.
+    let mut by_id: std::collections::BTreeMap<String, PutAppsItem> = std::collections::BTreeMap::new();
+    for item in req.apps {
+        by_id.insert(item.appid.clone(), item);
+    }
+    let specs: Vec<_> = by_id
+        .into_values()
+        .map(|item| wxcentral_core::AppSpec {
+            appid: item.appid,
+            secret: Secret::new(item.secret),
+            kind: item.kind,
+            token_api: item.token_api,
+            tickets: item.tickets,
+        })
+        .collect();
+    let ids: Vec<String> = specs.iter().map(|s| s.appid.clone()).collect();
+    let created = state.engine().put_apps(specs).await?;
+    let (mut new, mut changed) = (Vec::new(), Vec::new());
+    for (appid, c) in ids.into_iter().zip(created) {
+        if c { new.push(appid) } else { changed.push(appid) }
+    }
+    tracing::info!(client = %client.name, created = new.len(), changed = changed.len(), "apps put");
+    Ok(Json(PutAppsResponse { created: new, changed }))
 }
 
 #[utoipa::path(

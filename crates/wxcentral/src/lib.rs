@@ -89,13 +89,22 @@ pub async fn reload(state: &AppState, running: &Config, config: &Config) -> Resu
     Ok(())
 }
 
+/// The body limit of `PUT /v1/apps` (1000 apps of the largest shape fit).
+pub const BATCH_BODY_LIMIT: usize = 4 << 20;
+
 /// All routes, with the body limit, request metrics and secret-free request spans.
 /// [`serve`] puts the credential fast path of [`front::Front`] in front of it.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit();
     Router::new()
         .route("/", get(api::root))
-        .route("/v1/apps", get(api::list_apps))
+        // A batch of up to 1000 apps needs more room than the body limit of everything else.
+        .route(
+            "/v1/apps",
+            get(api::list_apps)
+                .put(api::put_apps)
+                .layer(DefaultBodyLimit::max(body_limit.max(BATCH_BODY_LIMIT))),
+        )
         .route("/v1/apps/{appid}", axum::routing::put(api::put_app).delete(api::delete_app))
         .route("/v1/apps/{appid}/jssdk_config", post(api::jssdk_config))
         .route(front::CREDENTIAL_ROUTE, get(api::get_credential))

@@ -168,19 +168,21 @@ async fn ten_thousand_apps_come_and_go() {
     let mut config = config(&sim, std::slice::from_ref(&fixed));
     config.store.encryption_key = Some(Sealer::generate_key());
     config.upstream.max_per_second = 5000;
+    config.server.body_limit_bytes = 1 << 20;
     let server = Server::start(&config).await;
     let c = http();
     let rss0 = rss_kib();
     let t0 = Instant::now();
-    let puts = futures::stream::iter(apps.iter().map(|a| {
-        let (c, url, secret) =
-            (c.clone(), server.url(&format!("/v1/apps/{}", a.appid())), a.sim.secret.clone());
-        async move { put(&c, &url, ADMIN_KEY, json!({"secret": secret})).await.0 }
+    // Batches of 200, four in flight.
+    let puts = futures::stream::iter(apps.chunks(200).map(|chunk| {
+        let items: Vec<_> =
+            chunk.iter().map(|a| json!({"appid": a.appid(), "secret": a.sim.secret})).collect();
+        let (c, url) = (c.clone(), server.url("/v1/apps"));
+        async move { put(&c, &url, ADMIN_KEY, json!({ "apps": items })).await.0 }
     }));
-    let statuses: Vec<u16> =
-        futures::StreamExt::collect(futures::StreamExt::buffer_unordered(puts, 64)).await;
+    let statuses: Vec<u16> = futures::StreamExt::collect(futures::StreamExt::buffer_unordered(puts, 4)).await;
     let added = t0.elapsed();
-    assert!(statuses.iter().all(|s| *s == 201), "{:?}", statuses.iter().find(|s| **s != 201));
+    assert!(statuses.iter().all(|s| *s == 200), "{:?}", statuses.iter().find(|s| **s != 200));
     let (_, list) = get_json(&c, &server.url("/v1/apps"), ADMIN_KEY).await;
     assert_eq!(list["apps"].as_array().unwrap().len(), N + 1);
     // Every one valid once the limiter let their fetches through.
@@ -213,7 +215,7 @@ async fn ten_thousand_apps_come_and_go() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sim.total_calls("/cgi-bin/stable_token"), calls, "no upstream call for removed apps");
     eprintln!(
-        "10000 apps: added in {added:?} ({:.0} µs each over HTTP, 64 in flight), removed in {removed:?}; \
+        "10000 apps: added in {added:?} ({:.0} µs each over HTTP, 200 a request), removed in {removed:?}; \
          RSS {} MiB before, {} MiB with them, {} MiB after removal",
         added.as_micros() as f64 / N as f64,
         rss0 / 1024,
@@ -230,4 +232,53 @@ fn rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_batch_is_written_whole_or_not_at_all() {
+    let fixed = TestApp::new("wxfixed000000004");
+    let apps: Vec<TestApp> = (0..3).map(|i| TestApp::new(&format!("wxbatch{i:09}"))).collect();
+    let mut all = vec![fixed.clone()];
+    all.extend(apps.iter().cloned());
+    let sim = start_sim(&all).await;
+    let mut config = config(&sim, std::slice::from_ref(&fixed));
+    config.store.encryption_key = Some(Sealer::generate_key());
+    let server = Server::start(&config).await;
+    let c = http();
+    let url = server.url("/v1/apps");
+    let item = |a: &TestApp| json!({"appid": a.appid(), "secret": a.sim.secret});
+    // A config-file app in the batch: nothing of it is written.
+    let (s, e) = put(&c, &url, ADMIN_KEY, json!({"apps": [item(&apps[0]), item(&fixed)]})).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (403, Some("forbidden")), "{e}");
+    assert_eq!(
+        get_json(&c, &server.url(&format!("/v1/apps/{}/access_token", apps[0].appid())), ADMIN_KEY).await.0,
+        404
+    );
+    for bad in [
+        json!({"apps": []}),
+        json!({"apps": [{"appid": "a.b", "secret": "s"}]}),
+        json!({"apps": [{"appid": "wxok"}]}),
+    ] {
+        assert_eq!(put(&c, &url, ADMIN_KEY, bad.clone()).await.0, 400, "{bad}");
+    }
+    assert_eq!(put(&c, &url, REFRESHER_KEY, json!({"apps": [item(&apps[0])]})).await.0, 403);
+    // An invalid entry is refused even when a later one for the same appid would replace it.
+    let long = json!({"appid": apps[0].appid(), "secret": "x".repeat(257)});
+    assert_eq!(put(&c, &url, ADMIN_KEY, json!({"apps": [long, item(&apps[0])]})).await.0, 400);
+    // A later entry for the same appid wins (the first one's secret is wrong).
+    let wrong = json!({"appid": apps[0].appid(), "secret": "not-the-secret"});
+    let (s, body) =
+        put(&c, &url, ADMIN_KEY, json!({"apps": [wrong, item(&apps[0]), item(&apps[1]), item(&apps[2])]}))
+            .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["created"].as_array().unwrap().len(), 3, "{body}");
+    for a in &apps {
+        let (s, t) =
+            get_json(&c, &server.url(&format!("/v1/apps/{}/access_token", a.appid())), ADMIN_KEY).await;
+        assert_eq!(s, 200, "{t}");
+        sim_accepts(&sim, t["value"].as_str().unwrap()).await.expect("valid");
+    }
+    let (_, body) = put(&c, &url, ADMIN_KEY, json!({"apps": [item(&apps[1])]})).await;
+    assert_eq!(body["changed"], json!([apps[1].appid()]));
+    server.stop().await;
 }

@@ -127,7 +127,11 @@ async fn auto_register_makes_unknown_apps_on_their_first_token_request() {
     let on = start(SimConfig::new().auto_register(true)).await;
     let t = on.classic_ok("wxnew", "s3cret").await;
     assert_eq!(on.use_token(&t).await, 0, "a working token");
-    assert_eq!(errcode(&on.classic("wxnew", "other").await), 40125, "the first secret is the app's");
+    let _ = on.classic_ok("wxnew", "changed").await;
+    assert_eq!(errcode(&on.classic("wxnew", "").await), 41004, "an empty secret is still refused");
+    // Configured apps keep their secret.
+    let fixed = start(SimConfig::new().auto_register(true).app(SimApp::new("wxfixed", "right"))).await;
+    assert_eq!(errcode(&fixed.classic("wxfixed", "wrong").await), 40125);
     let (token, ttl) = on.stable_ok("wxnew2", "s2", false).await;
     assert!(!token.is_empty() && ttl > 0);
 }

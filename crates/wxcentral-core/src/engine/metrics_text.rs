@@ -133,3 +133,31 @@ pub(super) fn render(inner: &Inner, per_app: bool, out: &mut String) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_as_prometheus_wants() {
+        assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape("x\ny"), "x\\ny");
+        assert_eq!(escape("wx0123_-ok"), "wx0123_-ok");
+    }
+
+    #[test]
+    fn counters_count_per_reason_and_class() {
+        let c = SlotCounters::default();
+        c.refreshed(Reason::Proactive);
+        c.refreshed(Reason::Proactive);
+        c.failed(FaultClass::Quota);
+        assert_eq!(c.refreshes[Reason::Proactive as usize].load(Ordering::Relaxed), 2);
+        assert_eq!(c.refreshes[Reason::Startup as usize].load(Ordering::Relaxed), 0);
+        assert_eq!(*lock(&c.failures), vec![("quota", 1)]);
+        let calls = AppCalls::default();
+        calls.record("/cgi-bin/token", "ok".into());
+        calls.record("/cgi-bin/token", "ok".into());
+        calls.record("/cgi-bin/token", "45009".into());
+        assert_eq!(lock(&calls.0).len(), 2);
+    }
+}

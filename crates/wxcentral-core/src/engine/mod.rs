@@ -159,6 +159,10 @@ struct Inner {
     config: EngineConfig,
     /// The live set of apps and their slots.
     registry: Registry,
+    /// Held while the set of apps changes (an admin call, a reload, the change feed), so a
+    /// look at the store and the change made from it are one step: a feed event read before a
+    /// delete can never bring the app back after it.
+    apps_lock: tokio::sync::Mutex<()>,
     /// The engine's own cancellation; every slot's token is a child of it.
     cancel: CancellationToken,
     /// Every loop and refresh task, so shutdown can wait for them.
@@ -228,6 +232,7 @@ impl Engine {
             upstream,
             config,
             registry: Registry::default(),
+            apps_lock: tokio::sync::Mutex::new(()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             next_flight: AtomicU64::new(1),
@@ -272,24 +277,43 @@ impl Engine {
     /// node and every restart sees it, then live here. Returns whether it is new. A config-file
     /// app cannot be changed this way.
     pub async fn put_app(&self, spec: AppSpec) -> Result<bool> {
-        check_appid(&spec.appid)?;
-        let existing = self.inner.registry.get(&spec.appid);
-        if existing.as_ref().is_some_and(|e| e.origin == Origin::Config) {
-            return Err(Error::ReadOnlyApp(spec.appid));
+        Ok(self.put_apps(vec![spec]).await?[0])
+    }
+
+    /// [`Engine::put_app`] for many apps at once: one store write for all of them, and all or
+    /// none (a config-file appid or a bad appid refuses the batch). Returns which are new.
+    pub async fn put_apps(&self, specs: Vec<AppSpec>) -> Result<Vec<bool>> {
+        let mut seen = std::collections::HashSet::new();
+        for spec in &specs {
+            check_appid(&spec.appid)?;
+            if !seen.insert(spec.appid.as_str()) {
+                return Err(Error::Config(format!("app {} is in the batch twice", spec.appid)));
+            }
         }
-        self.inner.store.put_app(&spec).await?;
-        self.inner.add_apps(vec![(spec, Origin::Runtime)]).await?;
-        Ok(existing.is_none())
+        let _changing = self.inner.apps_lock.lock().await;
+        let mut created = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            let existing = self.inner.registry.get(&spec.appid);
+            if existing.as_ref().is_some_and(|e| e.origin == Origin::Config) {
+                return Err(Error::ReadOnlyApp(spec.appid.clone()));
+            }
+            created.push(existing.is_none());
+        }
+        self.inner.store.put_apps(&specs).await?;
+        self.inner.add_apps(specs.into_iter().map(|s| (s, Origin::Runtime)).collect()).await?;
+        Ok(created)
     }
 
     /// Removes a runtime app with its stored values, here and (through the store) everywhere.
     pub async fn delete_app(&self, appid: &str) -> Result<()> {
+        let _changing = self.inner.apps_lock.lock().await;
         match self.inner.registry.get(appid) {
             None => Err(Error::UnknownApp(appid.to_owned())),
             Some(e) if e.origin == Origin::Config => Err(Error::ReadOnlyApp(appid.to_owned())),
             Some(_) => {
+                // The store drops the app with its values and leases in one transaction.
                 self.inner.store.delete_app(appid).await?;
-                self.inner.remove_app(appid, true).await.map(drop)
+                self.inner.remove_app(appid, false).await.map(drop)
             }
         }
     }
@@ -298,6 +322,7 @@ impl Engine {
     /// kept in the store are loaded again), missing ones removed with their stored values.
     /// Unchanged apps are not touched: their reads never notice.
     pub async fn set_config_apps(&self, apps: Vec<AppSpec>) -> Result<()> {
+        let _changing = self.inner.apps_lock.lock().await;
         let mut seen = std::collections::HashSet::new();
         for app in &apps {
             check_appid(&app.appid).map_err(|e| Error::Config(format!("app {:?}: {e}", app.appid)))?;
@@ -312,7 +337,7 @@ impl Engine {
         }
         self.inner.add_apps(apps.into_iter().map(|a| (a, Origin::Config)).collect()).await?;
         // A runtime app the file shadowed until now comes back.
-        self.inner.sync_apps().await
+        self.inner.sync_apps_held().await
     }
     /// The current value, refreshed first if nothing valid is held. Never returns a value
     /// closer than the serve margin to its expiry, or for a ticket WeChat confirmed to have no

@@ -117,14 +117,19 @@ impl Inner {
     pub(super) async fn add_apps(self: &Arc<Self>, specs: Vec<(AppSpec, Origin)>) -> Result<()> {
         let mut added = Vec::new();
         for (spec, origin) in specs {
-            if let Some(old) = self.registry.get(&spec.appid) {
-                if old.spec == spec && old.origin == origin {
-                    continue;
-                }
-                old.retire();
+            if let Some(old) = self.registry.get(&spec.appid)
+                && old.spec == spec
+                && old.origin == origin
+            {
+                continue;
             }
             let entry = self.build_entry(spec, origin);
-            self.registry.apps.pin().insert(entry.spec.appid.clone(), Arc::clone(&entry));
+            // Whatever the insert displaces is retired, also an entry a concurrent add (the
+            // change feed echoing this node's own write) put there a moment ago: no slot is
+            // ever left running outside the map.
+            if let Some(old) = self.registry.apps.pin().insert(entry.spec.appid.clone(), Arc::clone(&entry)) {
+                old.retire();
+            }
             added.push(entry);
         }
         if added.is_empty() {
@@ -189,6 +194,7 @@ impl Inner {
 
     /// Brings one runtime app in line with the store (another node added, changed or removed it).
     pub(super) async fn sync_app(self: &Arc<Self>, appid: &str) -> Result<()> {
+        let _changing = self.apps_lock.lock().await;
         let local = self.registry.get(appid);
         if local.as_ref().is_some_and(|e| e.origin == Origin::Config) {
             return Ok(());
@@ -202,10 +208,21 @@ impl Inner {
 
     /// Every runtime app in line with the store.
     pub(super) async fn sync_apps(self: &Arc<Self>) -> Result<()> {
+        let _changing = self.apps_lock.lock().await;
+        self.sync_apps_held().await
+    }
+
+    /// [`Inner::sync_apps`] with `apps_lock` already held.
+    pub(super) async fn sync_apps_held(self: &Arc<Self>) -> Result<()> {
         let stored = self.store.load_apps().await?;
         let names: std::collections::HashSet<&str> = stored.iter().map(|a| a.appid.as_str()).collect();
         for entry in self.registry.entries() {
-            if entry.origin == Origin::Runtime && !names.contains(entry.spec.appid.as_str()) {
+            // Absent from the list, or added after it was read: only the store's word on
+            // this one app decides.
+            if entry.origin == Origin::Runtime
+                && !names.contains(entry.spec.appid.as_str())
+                && self.store.get_app(&entry.spec.appid).await?.is_none()
+            {
                 self.remove_app(&entry.spec.appid, false).await?;
             }
         }
@@ -215,5 +232,42 @@ impl Inner {
             .map(|a| (a, Origin::Runtime))
             .collect();
         self.add_apps(runtime).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(api: TokenApi, tickets: &[TicketType]) -> AppEntry {
+        let mut spec = AppSpec::official_account("wxq", "s");
+        spec.token_api = api;
+        spec.tickets = tickets.to_vec();
+        AppEntry {
+            spec,
+            origin: Origin::Runtime,
+            slots: Vec::new(),
+            quota: Mutex::new(Vec::new()),
+            calls: AppCalls::default(),
+        }
+    }
+
+    #[test]
+    fn quota_books_keep_the_day_and_the_highest_count() {
+        let e = entry(TokenApi::Classic, &[TicketType::Jsapi]);
+        assert_eq!(
+            e.quota_of("2026-12-02"),
+            vec![(api::PATH_TOKEN.to_owned(), 0), (api::PATH_GETTICKET.to_owned(), 0)]
+        );
+        e.record_quota(api::PATH_TOKEN, "2026-12-02", 5);
+        // Counts from the store may arrive out of order: the highest of the day stands.
+        e.record_quota(api::PATH_TOKEN, "2026-12-02", 4);
+        assert_eq!(e.quota_of("2026-12-02")[0].1, 5);
+        // A new day starts from its own count; yesterday's is not today's.
+        e.record_quota(api::PATH_TOKEN, "2026-12-03", 1);
+        assert_eq!(e.quota_of("2026-12-03")[0].1, 1);
+        assert_eq!(e.quota_of("2026-12-02")[0].1, 0);
+        let stable = entry(TokenApi::Stable, &[]);
+        assert_eq!(stable.endpoints().collect::<Vec<_>>(), vec![api::PATH_STABLE_TOKEN]);
     }
 }

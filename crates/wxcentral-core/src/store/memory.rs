@@ -99,9 +99,15 @@ impl CredentialStore for MemoryStore {
 
 #[async_trait]
 impl AppStore for MemoryStore {
-    async fn put_app(&self, app: &AppSpec) -> Result<()> {
-        self.lock().apps.insert(app.appid.clone(), app.clone());
-        let _ = self.feed.send(Change::App(app.appid.clone()));
+    async fn put_apps(&self, apps: &[AppSpec]) -> Result<()> {
+        let mut inner = self.lock();
+        for app in apps {
+            inner.apps.insert(app.appid.clone(), app.clone());
+        }
+        drop(inner);
+        for app in apps {
+            let _ = self.feed.send(Change::App(app.appid.clone()));
+        }
         Ok(())
     }
 

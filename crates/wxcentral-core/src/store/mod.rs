@@ -60,7 +60,8 @@ pub trait CredentialStore: Send + Sync {
 /// secret is sealed at rest: a store without a [`Sealer`] refuses to keep one.
 #[async_trait]
 pub trait AppStore: Send + Sync {
-    async fn put_app(&self, app: &AppSpec) -> Result<()>;
+    /// Writes all of `apps` or none.
+    async fn put_apps(&self, apps: &[AppSpec]) -> Result<()>;
     /// Removes the app with its credentials and leases; whether it existed.
     async fn delete_app(&self, appid: &str) -> Result<bool>;
     async fn get_app(&self, appid: &str) -> Result<Option<AppSpec>>;
@@ -188,7 +189,8 @@ impl AppRow {
 pub(crate) fn need_sealer<'a>(sealer: Option<&'a Arc<Sealer>>, what: &str) -> Result<&'a Sealer> {
     sealer.map(|s| &**s).ok_or_else(|| {
         crate::Error::NoEncryptionKey(format!(
-            "refusing to store {what} in clear: set [store] encryption_key (32 random bytes, base64)"
+            "{what} is kept sealed and no [store] encryption_key (32 random bytes, base64) is \
+             configured: nothing is stored in clear"
         ))
     })
 }

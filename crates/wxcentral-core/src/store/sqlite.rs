@@ -531,20 +531,27 @@ fn log_change(tx: &rusqlite::Transaction<'_>, appid: &str, kind: &str) -> rusqli
 
 #[async_trait]
 impl AppStore for SqliteStore {
-    async fn put_app(&self, app: &AppSpec) -> Result<()> {
-        let sealed = need_sealer(self.sealer.as_ref(), "an app secret")?
-            .seal(&app_secret_name(&app.appid), &app.secret)?;
-        let spec =
-            serde_json::to_string(&AppRow::of(app)).map_err(|e| Error::Store(format!("app row: {e}")))?;
-        let appid = app.appid.clone();
-        self.run("put_app", move |c| {
+    async fn put_apps(&self, apps: &[AppSpec]) -> Result<()> {
+        let sealer = need_sealer(self.sealer.as_ref(), "an app secret")?;
+        let rows = apps
+            .iter()
+            .map(|app| {
+                let sealed = sealer.seal(&app_secret_name(&app.appid), &app.secret)?;
+                let spec = serde_json::to_string(&AppRow::of(app))
+                    .map_err(|e| Error::Store(format!("app row: {e}")))?;
+                Ok((app.appid.clone(), spec, sealed))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.run("put_apps", move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                "INSERT INTO apps (appid, spec, secret) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (appid) DO UPDATE SET spec = excluded.spec, secret = excluded.secret",
-                params![appid, spec, sealed],
-            )?;
-            log_change(&tx, &appid, APP_CHANGE)?;
+            for (appid, spec, sealed) in &rows {
+                tx.execute(
+                    "INSERT INTO apps (appid, spec, secret) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (appid) DO UPDATE SET spec = excluded.spec, secret = excluded.secret",
+                    params![appid, spec, sealed],
+                )?;
+                log_change(&tx, appid, APP_CHANGE)?;
+            }
             tx.commit()
         })
         .await

@@ -171,10 +171,10 @@ async fn apps_round_trip_and_take_their_credentials_along(store: &dyn Store) {
         tickets: vec![TicketType::Jsapi],
     };
     assert_eq!(store.get_app("wxrt").await.unwrap(), None);
-    store.put_app(&app).await.unwrap();
+    store.put_apps(std::slice::from_ref(&app)).await.unwrap();
     assert_eq!(store.get_app("wxrt").await.unwrap(), Some(app.clone()));
     let changed = AppSpec { secret: Secret::from("rotated-secret-0002"), tickets: vec![], ..app.clone() };
-    store.put_app(&changed).await.unwrap();
+    store.put_apps(std::slice::from_ref(&changed)).await.unwrap();
     assert_eq!(store.load_apps().await.unwrap(), vec![changed.clone()]);
     let key = CredentialKey::new("wxrt", CredentialKind::AccessToken);
     let l = lease(store, "refresh:wxrt:access_token", "n1").await;
@@ -419,7 +419,7 @@ async fn sqlite_refuses_secrets_without_a_key_and_never_writes_them_in_clear() {
     };
     {
         let plain = SqliteStore::open(&path).await.unwrap();
-        let e = plain.put_app(&app).await.unwrap_err();
+        let e = plain.put_apps(std::slice::from_ref(&app)).await.unwrap_err();
         assert!(matches!(e, crate::Error::NoEncryptionKey(_)), "{e}");
         let e = plain
             .put_secret("authorizer:wxc:wx1", &Secret::from("REFRESH-TOKEN-IN-CLEAR-987"))
@@ -430,7 +430,7 @@ async fn sqlite_refuses_secrets_without_a_key_and_never_writes_them_in_clear() {
     let sealer = sealer();
     {
         let store = SqliteStore::open_sealed(&path, Some(Arc::clone(&sealer))).await.unwrap();
-        store.put_app(&app).await.unwrap();
+        store.put_apps(std::slice::from_ref(&app)).await.unwrap();
         store.put_secret("authorizer:wxc:wx1", &Secret::from("REFRESH-TOKEN-IN-CLEAR-987")).await.unwrap();
         assert_eq!(store.get_app("wxsealed").await.unwrap().unwrap().secret, app.secret);
         // Bytes on disk, WAL included, while the store is open.
