@@ -484,8 +484,23 @@ impl Config {
                 StoreKind::Memory => String::new(),
             }
         );
-        let _ =
-            writeln!(out, "upstream    {} (timeout {} ms)", self.upstream.base_url, self.upstream.timeout_ms);
+        let sealing = match self.sealer() {
+            Ok(Some(s)) => format!(
+                "key {} (+{} previous): runtime apps and secrets sealed",
+                s.key_id(),
+                self.store.previous_encryption_keys.len()
+            ),
+            _ => "no encryption_key: runtime apps and secrets are refused".into(),
+        };
+        let _ = writeln!(out, "sealing     {sealing}");
+        let _ = writeln!(
+            out,
+            "upstream    {} (timeout {} ms, at most {} in flight and {}/s)",
+            self.upstream.base_url,
+            self.upstream.timeout_ms,
+            self.upstream.max_concurrency,
+            self.upstream.max_per_second
+        );
         for a in &self.apps {
             let tickets: Vec<_> = a.tickets.iter().map(|t| t.as_str()).collect();
             let _ = writeln!(

@@ -50,7 +50,7 @@ mod status;
 use flight::*;
 use metrics_text::{AppCalls, SlotCounters};
 pub use registry::Origin;
-use registry::{AppEntry, Registry};
+use registry::{AppEntry, Registry, Stored};
 use slot::*;
 use source::*;
 
@@ -247,7 +247,7 @@ impl Engine {
                 all.push((app, Origin::Runtime));
             }
         }
-        inner.add_apps(all).await?;
+        inner.add_apps(all, Stored::Scan).await?;
         let today = wechat_day(now_ms());
         for (appid, endpoint, calls) in inner.store.quotas_of_day(&today).await? {
             if let Some(entry) = inner.registry.get(&appid)
@@ -300,7 +300,12 @@ impl Engine {
             created.push(existing.is_none());
         }
         self.inner.store.put_apps(&specs).await?;
-        self.inner.add_apps(specs.into_iter().map(|s| (s, Origin::Runtime)).collect()).await?;
+        // A new appid has no values stored (removing an app deletes its rows); a changed one may.
+        let (new, changed): (Vec<_>, Vec<_>) =
+            specs.into_iter().zip(&created).partition(|(_, created)| **created);
+        let runtime = |v: Vec<(AppSpec, &bool)>| v.into_iter().map(|(s, _)| (s, Origin::Runtime)).collect();
+        self.inner.add_apps(runtime(new), Stored::Nothing).await?;
+        self.inner.add_apps(runtime(changed), Stored::Each).await?;
         Ok(created)
     }
 
@@ -335,7 +340,7 @@ impl Engine {
                 self.inner.remove_app(&entry.spec.appid, true).await?;
             }
         }
-        self.inner.add_apps(apps.into_iter().map(|a| (a, Origin::Config)).collect()).await?;
+        self.inner.add_apps(apps.into_iter().map(|a| (a, Origin::Config)).collect(), Stored::Each).await?;
         // A runtime app the file shadowed until now comes back.
         self.inner.sync_apps_held().await
     }

@@ -13,6 +13,17 @@ pub enum Origin {
     Runtime,
 }
 
+/// Where the values of apps being added may already be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stored {
+    /// Most of the store is wanted (the start): read every row once.
+    Scan,
+    /// Read each credential of the apps added.
+    Each,
+    /// Apps the store had no row of until now: nothing to read.
+    Nothing,
+}
+
 pub(super) struct AppEntry {
     pub(super) spec: AppSpec,
     pub(super) origin: Origin,
@@ -114,7 +125,11 @@ impl Inner {
     /// Adds apps, or replaces those whose definition changed (an unchanged one is left alone,
     /// values and loops included). Stored values are installed before the refresh loops start,
     /// so an app whose credentials another node (or an earlier run) fetched makes no call.
-    pub(super) async fn add_apps(self: &Arc<Self>, specs: Vec<(AppSpec, Origin)>) -> Result<()> {
+    pub(super) async fn add_apps(
+        self: &Arc<Self>,
+        specs: Vec<(AppSpec, Origin)>,
+        load: Stored,
+    ) -> Result<()> {
         let mut added = Vec::new();
         for (spec, origin) in specs {
             if let Some(old) = self.registry.get(&spec.appid)
@@ -135,24 +150,27 @@ impl Inner {
         if added.is_empty() {
             return Ok(());
         }
-        // One scan for a big batch (startup, a mass add), one read per credential for a few.
-        let stored: Vec<(CredentialKey, Credential)> = if added.len() > 32 {
-            let wanted: std::collections::HashSet<&str> =
-                added.iter().map(|e| e.spec.appid.as_str()).collect();
-            self.store
-                .load_credentials()
-                .await?
-                .into_iter()
-                .filter(|(k, _)| wanted.contains(k.appid.as_str()))
-                .collect()
-        } else {
-            let mut v = Vec::new();
-            for slot in added.iter().flat_map(|e| &e.slots) {
-                if let Some(c) = self.store.get_credential(&slot.key).await? {
-                    v.push((slot.key.clone(), c));
-                }
+        let stored: Vec<(CredentialKey, Credential)> = match load {
+            Stored::Scan => {
+                let wanted: std::collections::HashSet<&str> =
+                    added.iter().map(|e| e.spec.appid.as_str()).collect();
+                self.store
+                    .load_credentials()
+                    .await?
+                    .into_iter()
+                    .filter(|(k, _)| wanted.contains(k.appid.as_str()))
+                    .collect()
             }
-            v
+            Stored::Each => {
+                let mut v = Vec::new();
+                for slot in added.iter().flat_map(|e| &e.slots) {
+                    if let Some(c) = self.store.get_credential(&slot.key).await? {
+                        v.push((slot.key.clone(), c));
+                    }
+                }
+                v
+            }
+            Stored::Nothing => Vec::new(),
         };
         let now = now_ms();
         for (key, cred) in stored {
@@ -200,7 +218,7 @@ impl Inner {
             return Ok(());
         }
         match self.store.get_app(appid).await? {
-            Some(spec) => self.add_apps(vec![(spec, Origin::Runtime)]).await,
+            Some(spec) => self.add_apps(vec![(spec, Origin::Runtime)], Stored::Each).await,
             None if local.is_some() => self.remove_app(appid, false).await.map(drop),
             None => Ok(()),
         }
@@ -231,7 +249,7 @@ impl Inner {
             .filter(|a| self.registry.get(&a.appid).is_none_or(|e| e.origin == Origin::Runtime))
             .map(|a| (a, Origin::Runtime))
             .collect();
-        self.add_apps(runtime).await
+        self.add_apps(runtime, Stored::Each).await
     }
 }
 
