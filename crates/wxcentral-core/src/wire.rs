@@ -2,7 +2,7 @@
 //! drift apart. With the `openapi` feature the types also describe themselves for the
 //! server's OpenAPI document.
 
-use crate::kind::{AppKind, Credential, CredentialKind, TokenApi};
+use crate::kind::{AppKind, AppSpec, Credential, CredentialKind, TokenApi};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use wechat_proto::Secret;
@@ -178,6 +178,48 @@ pub struct PutAppsItem {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<TicketName>, max_items = 8))]
     pub tickets: Vec<TicketType>,
+}
+
+/// The longest AppSecret accepted, in characters.
+pub const MAX_SECRET_CHARS: usize = 256;
+/// The most `tickets` entries an app may list.
+pub const MAX_TICKETS: usize = 8;
+
+impl PutAppsItem {
+    /// The app this entry defines, or why the API refuses it.
+    pub fn into_spec(self) -> Result<AppSpec, String> {
+        crate::engine::check_appid(&self.appid).map_err(|e| match e {
+            crate::Error::Config(m) => format!("{}: {m}", self.appid),
+            other => other.to_string(),
+        })?;
+        if self.secret.is_empty() || self.secret.chars().count() > MAX_SECRET_CHARS {
+            return Err(format!("{}: secret must be 1 to {MAX_SECRET_CHARS} characters", self.appid));
+        }
+        if self.tickets.len() > MAX_TICKETS {
+            return Err(format!("{}: at most {MAX_TICKETS} tickets", self.appid));
+        }
+        Ok(AppSpec {
+            appid: self.appid,
+            secret: Secret::new(self.secret),
+            kind: self.kind,
+            token_api: self.token_api,
+            tickets: self.tickets,
+        })
+    }
+}
+
+impl PutAppRequest {
+    /// [`PutAppsItem::into_spec`] for the app at `appid`.
+    pub fn into_spec(self, appid: String) -> Result<AppSpec, String> {
+        PutAppsItem {
+            appid,
+            secret: self.secret,
+            kind: self.kind,
+            token_api: self.token_api,
+            tickets: self.tickets,
+        }
+        .into_spec()
+    }
 }
 
 /// What `PUT /v1/apps` did.

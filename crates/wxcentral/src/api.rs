@@ -15,7 +15,6 @@ use serde::de::DeserializeOwned;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 use utoipa::ToSchema;
-use wechat_proto::Secret;
 use wxcentral_core::CredentialKind;
 pub use wxcentral_core::wire::{
     AppView, AppsResponse, CredentialResponse, CredentialStatusView, JssdkConfigRequest, JssdkConfigResponse,
@@ -330,17 +329,7 @@ pub async fn put_app(
     if !client.admin {
         return Err(ApiError::Forbidden(format!("client {} may not change apps", client.name)));
     }
-    wxcentral_core::engine::check_appid(&appid).map_err(|e| ApiError::InvalidRequest(invalid_reason(e)))?;
-    if req.secret.is_empty() || req.secret.chars().count() > 256 || req.tickets.len() > 8 {
-        return Err(ApiError::InvalidRequest("secret must be 1 to 256 characters, tickets at most 8".into()));
-    }
-    let spec = wxcentral_core::AppSpec {
-        appid: appid.clone(),
-        secret: Secret::new(req.secret),
-        kind: req.kind,
-        token_api: req.token_api,
-        tickets: req.tickets,
-    };
+    let spec = req.into_spec(appid.clone()).map_err(ApiError::InvalidRequest)?;
     let created = state.engine().put_app(spec).await?;
     tracing::info!(client = %client.name, appid = %appid, created, "app put");
     let view = state
@@ -377,32 +366,14 @@ pub async fn put_apps(
     if req.apps.is_empty() || req.apps.len() > 1000 {
         return Err(ApiError::InvalidRequest("apps must hold 1 to 1000 entries".into()));
     }
-    // Every entry is checked, also one a later entry for the same appid replaces.
-    for item in &req.apps {
-        wxcentral_core::engine::check_appid(&item.appid)
-            .map_err(|e| ApiError::InvalidRequest(format!("{}: {}", item.appid, invalid_reason(e))))?;
-        if item.secret.is_empty() || item.secret.chars().count() > 256 || item.tickets.len() > 8 {
-            return Err(ApiError::InvalidRequest(format!(
-                "{}: secret must be 1 to 256 characters, tickets at most 8",
-                item.appid
-            )));
-        }
-    }
-    // A later entry for the same appid wins.
-    let mut by_id: std::collections::BTreeMap<String, PutAppsItem> = std::collections::BTreeMap::new();
+    // Every entry is checked, also one a later entry for the same appid replaces; then the
+    // later entry wins.
+    let mut by_id = std::collections::BTreeMap::new();
     for item in req.apps {
-        by_id.insert(item.appid.clone(), item);
+        let spec = item.into_spec().map_err(ApiError::InvalidRequest)?;
+        by_id.insert(spec.appid.clone(), spec);
     }
-    let specs: Vec<_> = by_id
-        .into_values()
-        .map(|item| wxcentral_core::AppSpec {
-            appid: item.appid,
-            secret: Secret::new(item.secret),
-            kind: item.kind,
-            token_api: item.token_api,
-            tickets: item.tickets,
-        })
-        .collect();
+    let specs: Vec<_> = by_id.into_values().collect();
     let ids: Vec<String> = specs.iter().map(|s| s.appid.clone()).collect();
     let created = state.engine().put_apps(specs).await?;
     let (mut new, mut changed) = (Vec::new(), Vec::new());
@@ -437,11 +408,4 @@ pub async fn delete_app(
     state.engine().delete_app(&appid).await?;
     tracing::info!(client = %client.name, appid = %appid, "app deleted");
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn invalid_reason(e: wxcentral_core::Error) -> String {
-    match e {
-        wxcentral_core::Error::Config(m) => m,
-        other => other.to_string(),
-    }
 }

@@ -84,16 +84,7 @@ async fn three_processes_on_one_sqlite_file_fetch_once_and_serve_only_live_token
                     assert_eq!(entry.0, value, "one version, one value");
                     entry.1.entry(i).or_insert(at);
                 }
-                let check: serde_json::Value = client
-                    .get(format!("{sim_url}/cgi-bin/get_api_domain_ip"))
-                    .query(&[("access_token", &value)])
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                if check.get("ip_list").is_none() {
+                if let Err(check) = sim_accepts_at(&client, &sim_url, &value).await {
                     seen.lock().unwrap().rejected.push(format!("node {i} version {version}: {check}"));
                 }
             }

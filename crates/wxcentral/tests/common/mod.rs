@@ -241,8 +241,17 @@ pub async fn post_json(
 
 /// Asks the simulator whether it accepts `token` (a business API that checks it).
 pub async fn sim_accepts(sim: &SimHandle, token: &str) -> Result<(), serde_json::Value> {
-    let body: serde_json::Value = http()
-        .get(format!("{}/cgi-bin/get_api_domain_ip", sim.base_url()))
+    sim_accepts_at(&http(), &sim.base_url(), token).await
+}
+
+/// [`sim_accepts`] for tasks that hold the simulator's URL rather than its handle.
+pub async fn sim_accepts_at(
+    client: &reqwest::Client,
+    sim_url: &str,
+    token: &str,
+) -> Result<(), serde_json::Value> {
+    let body: serde_json::Value = client
+        .get(format!("{sim_url}/cgi-bin/get_api_domain_ip"))
         .query(&[("access_token", token)])
         .send()
         .await
