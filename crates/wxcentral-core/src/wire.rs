@@ -114,8 +114,8 @@ pub struct CredentialStatusView {
 #[serde(deny_unknown_fields)]
 pub struct PutAppRequest {
     /// The AppSecret; sealed in the store, never returned.
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
-    pub secret: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, min_length = 1, max_length = 256))]
+    pub secret: Secret,
     /// official_account (default) or mini_program.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = AppKind))]
@@ -167,8 +167,8 @@ pub struct PutAppsRequest {
 pub struct PutAppsItem {
     #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{1,64}$"))]
     pub appid: String,
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
-    pub secret: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, min_length = 1, max_length = 256))]
+    pub secret: Secret,
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = AppKind))]
     pub kind: AppKind,
@@ -192,7 +192,8 @@ impl PutAppsItem {
             crate::Error::Config(m) => format!("{}: {m}", self.appid),
             other => other.to_string(),
         })?;
-        if self.secret.is_empty() || self.secret.chars().count() > MAX_SECRET_CHARS {
+        let chars = self.secret.expose().chars().count();
+        if chars == 0 || chars > MAX_SECRET_CHARS {
             return Err(format!("{}: secret must be 1 to {MAX_SECRET_CHARS} characters", self.appid));
         }
         if self.tickets.len() > MAX_TICKETS {
@@ -200,7 +201,7 @@ impl PutAppsItem {
         }
         Ok(AppSpec {
             appid: self.appid,
-            secret: Secret::new(self.secret),
+            secret: self.secret,
             kind: self.kind,
             token_api: self.token_api,
             tickets: self.tickets,
@@ -243,6 +244,16 @@ pub enum TicketName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn put_requests_show_no_secret_in_debug() {
+        let r: PutAppsRequest =
+            serde_json::from_str(r#"{"apps":[{"appid":"wx1","secret":"APP-SECRET-42"}]}"#).unwrap();
+        assert!(!format!("{r:?}").contains("APP-SECRET-42"), "{r:?}");
+        let one: PutAppRequest = serde_json::from_str(r#"{"secret":"APP-SECRET-42"}"#).unwrap();
+        assert!(!format!("{one:?}").contains("APP-SECRET-42"));
+        assert_eq!(one.into_spec("wx1".into()).unwrap().secret.expose(), "APP-SECRET-42");
+    }
 
     #[test]
     fn credential_responses_show_no_value_in_debug() {
