@@ -229,7 +229,7 @@ fn reseal(path: &Path, sealer: &Sealer) -> Result<()> {
     }
     tx.commit().map_err(|e| store_err("reseal", &e))?;
     if n > 0 {
-        tracing::info!(secrets = n, key_id = sealer.key_id(), "sealed again under the current key");
+        tracing::info!(resealed = n, key_id = sealer.key_id(), "sealed again under the current key");
     }
     Ok(())
 }
