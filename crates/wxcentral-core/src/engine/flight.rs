@@ -211,12 +211,14 @@ impl Inner {
         };
         let highest = [slot.version(), stored.map(|s| s.version)].into_iter().flatten().max();
         let fetched_at = now_ms();
+        let mut lease = lease;
         let result = match self.fetch(slot, reason, permit).await {
             Ok((value, expires_in)) => {
-                self.land(slot, reason, value, expires_in, fetched_at, highest, lease.as_ref()).await
+                self.land(slot, reason, value, expires_in, fetched_at, highest, &mut lease).await
             }
             Err(e) => Err(e),
         };
+        // A write under the lease ended it (`land` took it); otherwise let go now.
         if let Some(grant) = lease {
             self.release(&grant).await;
         }
@@ -309,8 +311,9 @@ impl Inner {
     }
 
     /// Turns a fetched value into the current one: written to the store under the lease (which
-    /// versions it), installed. Without a lease (an idempotent credential while the store is
-    /// unreachable) it is versioned above everything seen and kept in memory.
+    /// versions it, and ends the lease: `lease` is taken then), installed. Without a lease (an
+    /// idempotent credential while the store is unreachable) it is versioned above everything
+    /// seen and kept in memory.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn land(
         &self,
@@ -320,7 +323,7 @@ impl Inner {
         expires_in: u64,
         fetched_at: i64,
         highest: Option<u64>,
-        lease: Option<&Lease>,
+        lease: &mut Option<Lease>,
     ) -> FlightResult {
         let key = &slot.key;
         if expires_in == 0 && slot.current.load().as_ref().is_none_or(|c| !c.value.ct_eq(value.expose())) {
@@ -350,9 +353,12 @@ impl Inner {
         }
         // Whether our lease still stands is the store's call: it refuses the write once a newer
         // grant exists (we stalled, or the fetch was slow, and another node took over).
-        let cred = match lease {
+        let cred = match lease.as_ref() {
             Some(grant) => match self.store.put_credential(key, &new, grant).await {
-                Ok(Some(written)) => written,
+                Ok(Some(written)) => {
+                    lease.take();
+                    written
+                }
                 Ok(None) => {
                     let e = self.late_write(slot).await;
                     // The node that took the lease over usually wrote already: its value is the

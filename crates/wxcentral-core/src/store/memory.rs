@@ -76,6 +76,9 @@ impl CredentialStore for MemoryStore {
         let version = stored.map_or(lease.fence, |v| lease.fence.max(v.saturating_add(1)));
         let written = cred.clone().with_version(version);
         inner.credentials.insert(key.clone(), written.clone());
+        if let Some(l) = inner.leases.get_mut(&lease.name) {
+            l.until = Instant::now();
+        }
         drop(inner);
         // No subscriber is fine: nobody to tell.
         let _ = self.feed.send(Change::Credential(key.clone()));

@@ -41,7 +41,8 @@ pub trait CredentialStore: Send + Sync {
     async fn get_credential(&self, key: &CredentialKey) -> Result<Option<Credential>>;
     /// Writes `cred` under `lease`, unless a newer grant of that lease exists (the holder
     /// stalled past its lease and someone else took it): then nothing is written and `None`
-    /// comes back. The store gives the value its version, `max(lease.fence, stored + 1)`, so a
+    /// comes back. An accepted write also ends the lease (one commit instead of two: the
+    /// holder has nothing left to do under it). The store gives the value its version, `max(lease.fence, stored + 1)`, so a
     /// write that is accepted is always newer than what it replaces, whatever the writer's
     /// clock says; the stored credential is returned.
     async fn put_credential(

@@ -472,6 +472,7 @@ impl CredentialStore for SqliteStore {
                 ],
             )?;
             log_change(&tx, &key.appid, key.kind.as_str())?;
+            tx.execute("UPDATE leases SET until_ms = 0 WHERE name = ?1", params![lease.name])?;
             tx.commit()?;
             Ok(Some(written))
         })

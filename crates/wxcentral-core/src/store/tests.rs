@@ -23,10 +23,10 @@ async fn fenced_writes_version_and_refuse_late_writers(store: &dyn Store) {
     let w1 = store.put_credential(&key, &new("v1"), &l1).await.unwrap().expect("current lease writes");
     assert_eq!(w1.version, l1.fence, "the first version is the fence");
     assert_eq!(store.get_credential(&key).await.unwrap(), Some(w1.clone()));
-    // n1 stalls past its lease; n2 takes it over (here: n1 released it, as expiry would).
-    store.release_lease(&l1).await.unwrap();
+    // The write ended the lease: the next node need not wait for it to expire.
     let l2 = lease(store, "refresh:wxa:access_token", "n2").await;
     assert!(l2.fence > l1.fence, "fences grow with every grant");
+    // n1 writing late (it stalled, n2 holds the lease now) is refused.
     // n1's late write is refused even though it comes first, and leaves the store alone.
     assert_eq!(store.put_credential(&key, &new("late"), &l1).await.unwrap(), None);
     assert_eq!(store.get_credential(&key).await.unwrap(), Some(w1.clone()));
