@@ -16,6 +16,9 @@ pub const PATH_COMPONENT_TOKEN: &str = "/cgi-bin/component/api_component_token";
 pub const PATH_PREAUTHCODE: &str = "/cgi-bin/component/api_create_preauthcode";
 pub const PATH_QUERY_AUTH: &str = "/cgi-bin/component/api_query_auth";
 pub const PATH_AUTHORIZER_TOKEN: &str = "/cgi-bin/component/api_authorizer_token";
+pub const PATH_GET_AUTHORIZER_LIST: &str = "/cgi-bin/component/api_get_authorizer_list";
+pub const PATH_START_PUSH_TICKET: &str = "/cgi-bin/component/api_start_push_ticket";
+pub const PATH_GET_AUTHORIZER_INFO: &str = "/cgi-bin/component/api_get_authorizer_info";
 pub const PATH_GET_API_DOMAIN_IP: &str = "/cgi-bin/get_api_domain_ip";
 pub const PATH_USER_INFO: &str = "/cgi-bin/user/info";
 pub const PATH_GETWXACODEUNLIMIT: &str = "/wxa/getwxacodeunlimit";
@@ -221,6 +224,74 @@ pub struct AuthorizerTokenResponse {
     pub authorizer_access_token: Secret,
     pub expires_in: u64,
     pub authorizer_refresh_token: Secret,
+}
+
+/// `POST /cgi-bin/component/api_get_authorizer_list?component_access_token=…` body: one page of
+/// the component's authorizers, the documented way to recover lost refresh tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizerListRequest {
+    pub component_appid: String,
+    pub offset: u32,
+    /// 1 to [`AUTHORIZER_LIST_MAX_COUNT`].
+    pub count: u32,
+}
+
+/// The largest page `api_get_authorizer_list` serves.
+pub const AUTHORIZER_LIST_MAX_COUNT: u32 = 500;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizerListResponse {
+    /// Authorizers of the component in all, not on this page.
+    pub total_count: u64,
+    #[serde(default)]
+    pub list: Vec<AuthorizerListEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizerListEntry {
+    pub authorizer_appid: String,
+    /// Community reports say WeChat sometimes leaves it out (or empty); both read as `None`, and
+    /// then only a new authorization gives one back.
+    #[serde(default, deserialize_with = "empty_secret_as_none", skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<Secret>,
+    /// Unix seconds of the authorization.
+    #[serde(default)]
+    pub auth_time: i64,
+}
+
+/// `null`, `""` and a missing field are all "no refresh token".
+fn empty_secret_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    let v: Option<String> = Option::deserialize(d)?;
+    Ok(v.filter(|s| !s.is_empty()).map(Secret::new))
+}
+
+/// `POST /cgi-bin/component/api_start_push_ticket` body: asks WeChat to push a verify ticket now.
+/// It takes the component secret, not a token; success is `{errcode: 0}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartPushTicketRequest {
+    pub component_appid: String,
+    pub component_secret: Secret,
+}
+
+/// `POST /cgi-bin/component/api_get_authorizer_info?component_access_token=…` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizerInfoRequest {
+    pub component_appid: String,
+    pub authorizer_appid: String,
+}
+
+/// The part of `api_get_authorizer_info`'s answer the hub reads; `authorizer_info` (nickname,
+/// account type, …) is left to whoever needs it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizerInfoResponse {
+    pub authorization_info: AuthorizerInfoAuthorization,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizerInfoAuthorization {
+    pub authorizer_appid: String,
+    #[serde(default)]
+    pub func_info: Vec<FuncInfo>,
 }
 
 /// `?access_token=…`: the query of every business API that takes the account's token
@@ -677,6 +748,51 @@ mod tests {
         assert_eq!(r.authorization_info.authorizer_appid, "wxf8b4f85f3a794e77");
         assert_eq!(r.authorization_info.func_info.len(), 2);
         assert_eq!(r.authorization_info.authorizer_refresh_token.expose(), "dTo-YCXPL4");
+    }
+
+    #[test]
+    fn authorizer_list_reads_missing_and_empty_refresh_tokens_as_none() {
+        let body = br#"{"total_count":3,"list":[{"authorizer_appid":"wxa","refresh_token":"r1","auth_time":1558000607},{"authorizer_appid":"wxb","refresh_token":""},{"authorizer_appid":"wxc","refresh_token":null,"auth_time":5}]}"#;
+        let r: AuthorizerListResponse = parse_response(body).unwrap();
+        assert_eq!(r.total_count, 3);
+        let tokens: Vec<_> =
+            r.list.iter().map(|e| e.refresh_token.as_ref().map(|t| t.expose().as_str())).collect();
+        assert_eq!(tokens, [Some("r1"), None, None]);
+        assert_eq!((r.list[0].auth_time, r.list[1].auth_time), (1558000607, 0));
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("r1"), "{shown}");
+        let r: AuthorizerListResponse = parse_response(br#"{"total_count":0}"#).unwrap();
+        assert!(r.list.is_empty());
+        let json = serde_json::to_value(AuthorizerListEntry {
+            authorizer_appid: "wxa".into(),
+            refresh_token: None,
+            auth_time: 1,
+        })
+        .unwrap();
+        assert_eq!(json, serde_json::json!({ "authorizer_appid": "wxa", "auth_time": 1 }));
+    }
+
+    #[test]
+    fn authorizer_info_reads_func_info_and_ignores_account_details() {
+        let body = br#"{"authorizer_info":{"nick_name":"x","service_type_info":{"id":2}},"authorization_info":{"authorizer_appid":"wxa","authorizer_refresh_token":"r","func_info":[{"funcscope_category":{"id":1}}]}}"#;
+        let r: AuthorizerInfoResponse = parse_response(body).unwrap();
+        assert_eq!(r.authorization_info.authorizer_appid, "wxa");
+        assert_eq!(r.authorization_info.func_info, [FuncInfo { funcscope_category: FuncScope { id: 1 } }]);
+        let err = parse_response::<AuthorizerInfoResponse>(
+            br#"{"errcode":61003,"errmsg":"component is not authorized by this account"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.errcode(), Some(ErrCode::COMPONENT_NOT_AUTHORIZED));
+    }
+
+    #[test]
+    fn start_push_ticket_request_hides_the_secret() {
+        let r = StartPushTicketRequest { component_appid: "wxc".into(), component_secret: "s3cr3t".into() };
+        assert!(!format!("{r:?}").contains("s3cr3t"));
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!({ "component_appid": "wxc", "component_secret": "s3cr3t" })
+        );
     }
 
     #[test]

@@ -46,6 +46,13 @@ impl ErrCode {
     pub const VERIFY_TICKET_EXPIRED: Self = Self(61005);
     pub const VERIFY_TICKET_INVALID: Self = Self(61006);
     pub const REFRESH_TOKEN_INVALID: Self = Self(61023);
+    /// `api_get_authorizer_info` (and others) for an account that has not authorized, or has
+    /// unauthorized, the component.
+    pub const COMPONENT_NOT_AUTHORIZED: Self = Self(61003);
+    /// An authorization code never issued.
+    pub const AUTH_CODE_INVALID: Self = Self(61009);
+    /// An authorization code already used, or expired.
+    pub const AUTH_CODE_EXPIRED: Self = Self(61010);
     pub const INVALID_CODE: Self = Self(40029);
     pub const INVALID_PARAMETER: Self = Self(40097);
     pub const DATA_FORMAT_ERROR: Self = Self(47001);
@@ -88,9 +95,12 @@ impl ErrCode {
             45009 => "daily API quota reached",
             45011 => "API call too frequent",
             47001 => "data format error",
+            61003 => "account has not authorized the component",
             61004 => "component caller IP not in the whitelist",
             61005 => "component_verify_ticket expired",
             61006 => "component_verify_ticket invalid",
+            61009 => "authorization code invalid",
+            61010 => "authorization code expired or used",
             61023 => "authorizer_refresh_token invalid",
             _ => "unknown errcode",
         }

@@ -86,6 +86,24 @@ pub struct SimComponent {
     /// Calls per Asia/Shanghai day to each component endpoint (and authorizers' getticket).
     #[serde(default = "d_quota")]
     pub daily_quota: u64,
+    /// Off (WeChat's usual behaviour): an authorizer keeps one refresh token until it
+    /// unauthorizes. On: every `api_authorizer_token` call hands out a new one, so a hub that
+    /// keeps using the old one (or loses the new one) is caught. `POST /__sim/rotation` switches
+    /// it at runtime.
+    #[serde(default)]
+    pub rotate_refresh_token: bool,
+    /// How long a superseded refresh token keeps working (WeChat staff: a 5-minute transition).
+    #[serde(default = "d_overlap")]
+    pub refresh_token_grace_secs: u64,
+    /// `api_get_authorizer_list` entries without `refresh_token`, as community reports say
+    /// WeChat sometimes answers.
+    #[serde(default)]
+    pub list_omits_refresh_token: bool,
+    /// Further attempts at a push not answered `success` (WeChat retries too).
+    #[serde(default = "d_push_retries")]
+    pub push_retries: u32,
+    #[serde(default = "d_push_retry_interval_ms")]
+    pub push_retry_interval_ms: u64,
 }
 
 fn d_ttl() -> u64 {
@@ -109,6 +127,15 @@ fn d_push_interval() -> u64 {
 fn d_verify_ticket_ttl() -> u64 {
     12 * 3600
 }
+fn d_push_retries() -> u32 {
+    3
+}
+fn d_push_retry_interval_ms() -> u64 {
+    500
+}
+
+/// More retries than this would only keep a dead receiver's log busy.
+const MAX_PUSH_RETRIES: u32 = 20;
 
 // Secrets stay out of Debug output: the simulator's logs are grepped by other tests for leaks.
 impl std::fmt::Debug for SimApp {
@@ -134,6 +161,10 @@ impl std::fmt::Debug for SimComponent {
             .field("push_interval_secs", &self.push_interval_secs)
             .field("token_ttl_secs", &self.token_ttl_secs)
             .field("authorizer_token_ttl_secs", &self.authorizer_token_ttl_secs)
+            .field("rotate_refresh_token", &self.rotate_refresh_token)
+            .field("refresh_token_grace_secs", &self.refresh_token_grace_secs)
+            .field("push_retries", &self.push_retries)
+            .field("push_retry_interval_ms", &self.push_retry_interval_ms)
             .finish_non_exhaustive()
     }
 }
@@ -205,6 +236,11 @@ impl SimComponent {
             overlap_secs: d_overlap(),
             verify_ticket_ttl_secs: d_verify_ticket_ttl(),
             daily_quota: d_quota(),
+            rotate_refresh_token: false,
+            refresh_token_grace_secs: d_overlap(),
+            list_omits_refresh_token: false,
+            push_retries: d_push_retries(),
+            push_retry_interval_ms: d_push_retry_interval_ms(),
         }
     }
 
@@ -225,6 +261,25 @@ impl SimComponent {
 
     pub fn authorizer_ttl(mut self, secs: u64) -> Self {
         self.authorizer_token_ttl_secs = secs;
+        self
+    }
+
+    /// See [`SimComponent::rotate_refresh_token`]; `grace_secs` is `refresh_token_grace_secs`.
+    pub fn rotate_refresh_token(mut self, on: bool, grace_secs: u64) -> Self {
+        self.rotate_refresh_token = on;
+        self.refresh_token_grace_secs = grace_secs;
+        self
+    }
+
+    /// `retries` further attempts `interval_ms` apart for a push not answered `success`.
+    pub fn push_retries(mut self, retries: u32, interval_ms: u64) -> Self {
+        self.push_retries = retries;
+        self.push_retry_interval_ms = interval_ms;
+        self
+    }
+
+    pub fn list_omits_refresh_token(mut self, on: bool) -> Self {
+        self.list_omits_refresh_token = on;
         self
     }
 }
@@ -305,6 +360,18 @@ impl SimConfig {
                     return Err(SimError::Config(format!("{}: must be at least 1", at(key))));
                 }
             }
+            if c.push_retries > MAX_PUSH_RETRIES {
+                return Err(SimError::Config(format!(
+                    "{}: must be at most {MAX_PUSH_RETRIES}",
+                    at("push_retries")
+                )));
+            }
+            if c.push_retry_interval_ms > 60_000 {
+                return Err(SimError::Config(format!(
+                    "{}: must be at most 60000",
+                    at("push_retry_interval_ms")
+                )));
+            }
             if let Some(url) = &c.push_url
                 && !(url.starts_with("http://") || url.starts_with("https://"))
             {
@@ -359,6 +426,11 @@ mod tests {
         );
         assert_eq!(comp.verify_ticket_ttl_secs, 43200);
         assert!(comp.push_url.is_none());
+        assert_eq!(
+            (comp.rotate_refresh_token, comp.refresh_token_grace_secs, comp.list_omits_refresh_token),
+            (false, 300, false)
+        );
+        assert_eq!((comp.push_retries, comp.push_retry_interval_ms), (3, 500));
     }
 
     #[test]
@@ -375,6 +447,10 @@ mod tests {
                 "component[0].encoding_aes_key",
             ),
             ("[[app]]\nappid = \"a\"\nsecret = \"s\"\nbogus = 1", "bogus"),
+            (
+                "[[component]]\nappid = \"c\"\nsecret = \"s\"\ntoken = \"t\"\nencoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\npush_retries = 99",
+                "component[0].push_retries",
+            ),
         ];
         for (toml, key) in cases {
             let err = SimConfig::from_toml(toml).unwrap_err().to_string();

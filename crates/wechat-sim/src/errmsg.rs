@@ -36,6 +36,7 @@ pub fn text(code: i64, ip: &str) -> String {
         45011 => "api minute-quota reach limit  mustslower  retry next minute",
         47001 => "data format error",
         48001 => "api unauthorized",
+        61003 => "component is not authorized by this account",
         61004 => "access clientip is not registered",
         61005 => "component ticket is expired",
         61006 => "component ticket is invalid",

@@ -11,8 +11,8 @@ use std::time::Duration;
 use wechat_proto::api::ComponentNotification;
 use wechat_proto::crypto::MsgCrypt;
 
-/// How many recent pushes per component `GET /__sim/pushes` shows.
-const RECENT: usize = 50;
+/// How many recent delivery attempts per component `GET /__sim/pushes` shows.
+const RECENT: usize = 100;
 /// WeChat gives a callback a few seconds; a receiver slower than this counts as failed.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -28,6 +28,8 @@ pub struct PushOutcome {
     pub status: Option<u16>,
     pub body: Option<String>,
     pub error: Option<String>,
+    /// Not acknowledged, and further attempts will follow (`push_retries`).
+    pub will_retry: bool,
 }
 
 /// The URL (with query) and body of a push of `plaintext_xml`.
@@ -51,15 +53,16 @@ pub fn envelope(comp: &SimComponent, push_url: &str, plaintext_xml: &str, now_se
     (url, body)
 }
 
-/// POSTs `notification` to the component's `push_url`; `None` when it has none.
+/// POSTs one attempt of the plaintext push `xml` to the component's `push_url`; `None` when it
+/// has none. Each attempt is a new envelope (timestamp, nonce, IV), the plaintext unchanged.
 pub async fn send(
     client: &reqwest::Client,
     comp: &SimComponent,
-    notification: &ComponentNotification,
+    xml: &str,
     now_secs: u64,
 ) -> Option<PushOutcome> {
     let push_url = comp.push_url.as_deref()?;
-    let (url, body) = envelope(comp, push_url, &notification.to_xml(), now_secs);
+    let (url, body) = envelope(comp, push_url, xml, now_secs);
     let result =
         client.post(url).header("content-type", "text/xml").timeout(PUSH_TIMEOUT).body(body).send().await;
     Some(match result {
@@ -71,16 +74,25 @@ pub async fn send(
                     status: Some(status),
                     body: Some(text.chars().take(200).collect()),
                     error: None,
+                    will_retry: false,
                 },
-                Err(e) => {
-                    PushOutcome { ok: false, status: Some(status), body: None, error: Some(e.to_string()) }
-                }
+                Err(e) => PushOutcome {
+                    ok: false,
+                    status: Some(status),
+                    body: None,
+                    error: Some(e.to_string()),
+                    will_retry: false,
+                },
             }
         }
         // The URL would repeat the whole query; the receiver is known from the config anyway.
-        Err(e) => {
-            PushOutcome { ok: false, status: None, body: None, error: Some(describe(&e.without_url())) }
-        }
+        Err(e) => PushOutcome {
+            ok: false,
+            status: None,
+            body: None,
+            error: Some(describe(&e.without_url())),
+            will_retry: false,
+        },
     })
 }
 
@@ -108,14 +120,34 @@ pub fn info_type(n: &ComponentNotification) -> &str {
     }
 }
 
-/// Counts and logs a push's outcome.
-pub fn record(state: &mut State, component_appid: &str, info: &str, outcome: &PushOutcome, now_secs: u64) {
+/// Which delivery attempt of which push an outcome is.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub info: &'a str,
+    pub push_id: u64,
+    /// 1 for the first delivery.
+    pub number: u32,
+    /// No attempt follows this one if it failed.
+    pub last: bool,
+}
+
+/// Counts and logs one delivery attempt.
+pub fn record(
+    state: &mut State,
+    component_appid: &str,
+    at: Attempt<'_>,
+    outcome: &PushOutcome,
+    now_secs: u64,
+) {
+    let Attempt { info, push_id, number, last } = at;
     if outcome.ok {
-        tracing::debug!(component = component_appid, info, "push acknowledged");
+        tracing::debug!(component = component_appid, info, attempt = number, "push acknowledged");
     } else {
         tracing::warn!(
             component = component_appid,
             info,
+            attempt = number,
+            last,
             status = outcome.status,
             error = outcome.error.as_deref().unwrap_or(""),
             "push not acknowledged with `success`"
@@ -126,11 +158,19 @@ pub fn record(state: &mut State, component_appid: &str, info: &str, outcome: &Pu
         cs.pushes_ok += 1;
     } else {
         cs.pushes_failed += 1;
+        if last {
+            cs.pushes_given_up += 1;
+        }
     }
-    if cs.recent_pushes.len() >= RECENT {
-        cs.recent_pushes.remove(0);
+    if number > 1 {
+        cs.pushes_retried += 1;
     }
-    cs.recent_pushes.push(PushRecord {
+    while cs.recent_pushes.len() >= RECENT {
+        cs.recent_pushes.pop_front();
+    }
+    cs.recent_pushes.push_back(PushRecord {
+        push_id,
+        attempt: number,
         info_type: info.to_owned(),
         at: now_secs,
         ok: outcome.ok,

@@ -4,8 +4,8 @@ use crate::clock::Clock;
 use crate::config::{SimComponent, SimConfig};
 use crate::errmsg;
 use crate::push::{self, PushOutcome};
-use crate::state::{AuthCode, AuthorizerState, FaultAction, FaultSpec, PreAuthCode, State, random_string};
-use crate::wechat::{Reply, Req};
+use crate::state::{AuthCode, FaultAction, FaultSpec, PreAuthCode, State, new_refresh_token, random_string};
+use crate::wechat::{Effect, Reply, Req, func_info_json};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State as AxState};
@@ -22,6 +22,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 use wechat_proto::Secret;
 use wechat_proto::api::{AuthorizationNotice, ComponentNotification};
+
+/// Most authorizers one `POST /__sim/authorizers` creates: enough for a load test, bounded so a
+/// typo cannot exhaust memory.
+const MAX_BULK_AUTHORIZERS: u64 = 100_000;
+/// An authorization code lives an hour, as WeChat's.
+const AUTH_CODE_TTL_SECS: u64 = 3600;
 
 /// Value of the epoch channel that means "shutting down"; any other change means "reset".
 const SHUTDOWN: u64 = u64::MAX;
@@ -207,11 +213,62 @@ impl Simulator {
         Ok((ticket, outcome))
     }
 
+    /// Delivers `n` to the component's `push_url` (`None` without one) and returns how the first
+    /// attempt went. When that attempt is not acknowledged, the retries (`push_retries`,
+    /// `push_retry_interval_ms` apart, same plaintext) run in a task of their own, so a control
+    /// call or WeChat answer is never held up by a dead receiver. A reset or shutdown ends them.
     async fn push(&self, comp: &SimComponent, n: &ComponentNotification) -> Option<PushOutcome> {
+        comp.push_url.as_ref()?;
+        let xml = n.to_xml();
+        let info = push::info_type(n).to_owned();
+        let epoch = *self.shared.epoch.borrow();
+        let push_id = {
+            let mut st = self.lock();
+            let id = st.next_push_id;
+            st.next_push_id += 1;
+            id
+        };
+        let mut first = self.attempt(comp, &xml, &info, push_id, 1).await?;
+        if !first.ok && comp.push_retries > 0 {
+            first.will_retry = true;
+            let (sim, comp) = (self.clone(), comp.clone());
+            tokio::spawn(async move { sim.retry_push(comp, xml, info, push_id, epoch).await });
+        }
+        Some(first)
+    }
+
+    async fn attempt(
+        &self,
+        comp: &SimComponent,
+        xml: &str,
+        info: &str,
+        push_id: u64,
+        number: u32,
+    ) -> Option<PushOutcome> {
         let now_secs = self.shared.clock.now_secs();
-        let outcome = push::send(&self.shared.client, comp, n, now_secs).await?;
-        push::record(&mut self.lock(), &comp.appid, push::info_type(n), &outcome, now_secs);
+        let outcome = push::send(&self.shared.client, comp, xml, now_secs).await?;
+        let at = push::Attempt { info, push_id, number, last: number > comp.push_retries };
+        push::record(&mut self.lock(), &comp.appid, at, &outcome, now_secs);
         Some(outcome)
+    }
+
+    async fn retry_push(self, comp: SimComponent, xml: String, info: String, push_id: u64, epoch: u64) {
+        let mut rx = self.shared.epoch.subscribe();
+        let interval = Duration::from_millis(comp.push_retry_interval_ms);
+        for number in 2..=comp.push_retries.saturating_add(1) {
+            if *rx.borrow_and_update() != epoch {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                // Reset forgot the push's state, shutdown ends everything: no more attempts.
+                _ = rx.changed() => return,
+            }
+            match self.attempt(&comp, &xml, &info, push_id, number).await {
+                Some(o) if !o.ok => {}
+                _ => return,
+            }
+        }
     }
 }
 
@@ -230,6 +287,9 @@ pub fn router(sim: Simulator) -> Router {
         .route("/__sim/push_ticket", post(push_ticket))
         .route("/__sim/authorize", post(authorize))
         .route("/__sim/unauthorize", post(unauthorize))
+        .route("/__sim/update_authorize", post(update_authorize))
+        .route("/__sim/authorizers", get(list_authorizers).post(bulk_authorizers))
+        .route("/__sim/rotation", post(rotation))
         .route("/__sim/reset", post(reset))
         .route("/__sim/clock", get(clock).post(advance_clock))
         .route("/__sim/pushes", get(pushes))
@@ -259,7 +319,7 @@ async fn wechat(AxState(sim): AxState<Simulator>, request: Request) -> Response 
 
     let (appid, fault) = {
         let mut st = sim.lock();
-        let appid = st.resolve_appid(&query, &body);
+        let appid = st.resolve_appid(&path, &query, &body);
         st.count_call(&appid, &path);
         let fault = st.pick_fault(&path, &appid);
         (appid, fault)
@@ -286,6 +346,16 @@ async fn wechat(AxState(sim): AxState<Simulator>, request: Request) -> Response 
     let reply = sim.lock().handle(&Req { path: &path, query: &query, body: &body, now });
     match reply {
         Reply::Ok(v) => wx_json(StatusCode::OK, &v),
+        Reply::OkThen(v, Effect::PushTicket(component_appid)) => {
+            // WeChat answers first and pushes right after.
+            let sim = sim.clone();
+            tokio::spawn(async move {
+                if let Err(e) = sim.push_ticket(&component_appid).await {
+                    tracing::warn!(component = component_appid, error = e, "verify ticket push skipped");
+                }
+            });
+            wx_json(StatusCode::OK, &v)
+        }
         Reply::Err(code) => wx_json(StatusCode::OK, &errmsg::body(code, now / 1000, &ip)),
         Reply::Png(bytes) => {
             ([(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))], bytes).into_response()
@@ -352,7 +422,10 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, String> {
 fn outcome_json(outcome: Option<&PushOutcome>) -> Value {
     match outcome {
         None => json!({ "sent": false }),
-        Some(o) => json!({ "sent": true, "ok": o.ok, "status": o.status, "body": o.body, "error": o.error }),
+        Some(o) => json!({
+            "sent": true, "ok": o.ok, "status": o.status, "body": o.body, "error": o.error,
+            "will_retry": o.will_retry,
+        }),
     }
 }
 
@@ -363,12 +436,16 @@ async fn calls(AxState(sim): AxState<Simulator>) -> Response {
         .iter()
         .map(|((appid, endpoint), count)| json!({ "appid": appid, "endpoint": endpoint, "count": count }))
         .collect();
-    let (ok, failed) =
-        st.components.values().fold((0, 0), |(o, f), c| (o + c.pushes_ok, f + c.pushes_failed));
+    let (ok, failed, retried, given_up) = st.components.values().fold((0, 0, 0, 0), |(o, f, r, g), c| {
+        (o + c.pushes_ok, f + c.pushes_failed, r + c.pushes_retried, g + c.pushes_given_up)
+    });
     let peak = sim.peak_in_flight();
     drop(st);
-    Json(json!({ "calls": calls, "pushes_ok": ok, "pushes_failed": failed, "peak_in_flight": peak }))
-        .into_response()
+    Json(json!({
+        "calls": calls, "pushes_ok": ok, "pushes_failed": failed, "pushes_retried": retried,
+        "pushes_given_up": given_up, "peak_in_flight": peak,
+    }))
+    .into_response()
 }
 
 async fn pushes(AxState(sim): AxState<Simulator>) -> Response {
@@ -384,6 +461,8 @@ async fn pushes(AxState(sim): AxState<Simulator>) -> Response {
                 "push_url": c.push_url,
                 "pushes_ok": cs.map_or(0, |s| s.pushes_ok),
                 "pushes_failed": cs.map_or(0, |s| s.pushes_failed),
+                "pushes_retried": cs.map_or(0, |s| s.pushes_retried),
+                "pushes_given_up": cs.map_or(0, |s| s.pushes_given_up),
                 "recent": cs.map(|s| s.recent_pushes.clone()).unwrap_or_default(),
             })
         })
@@ -501,31 +580,9 @@ async fn authorize(AxState(sim): AxState<Simulator>, body: Bytes) -> Response {
             Some(p) => p.used = true,
             None => return control_error(StatusCode::BAD_REQUEST, "unknown pre_auth_code"),
         }
-        let key = (b.component_appid.clone(), b.authorizer_appid.clone());
-        match st.authorizers.get(&key) {
-            // Re-consent while authorized keeps the refresh token.
-            Some(a) if !a.revoked => {}
-            _ => {
-                st.authorizers.insert(
-                    key,
-                    AuthorizerState {
-                        refresh_token: format!("refreshtoken@@@{}", random_string(64)),
-                        revoked: false,
-                        token_current: None,
-                        token_prev: None,
-                    },
-                );
-            }
-        }
-        st.auth_codes.insert(
-            auth_code.clone(),
-            AuthCode {
-                component_appid: b.component_appid.clone(),
-                authorizer_appid: b.authorizer_appid.clone(),
-                expires_at: now + 3_600_000,
-                used: false,
-            },
-        );
+        // Re-consent while authorized keeps the refresh token.
+        st.grant(&b.component_appid, &b.authorizer_appid, None, now);
+        insert_auth_code(&mut st, &auth_code, &b.component_appid, &b.authorizer_appid, now);
         comp
     };
     let n = ComponentNotification::Authorized(AuthorizationNotice {
@@ -533,7 +590,7 @@ async fn authorize(AxState(sim): AxState<Simulator>, body: Bytes) -> Response {
         create_time: (now / 1000) as i64,
         authorizer_appid: b.authorizer_appid.clone(),
         authorization_code: Secret::new(auth_code.clone()),
-        authorization_code_expired_time: (now / 1000 + 3600) as i64,
+        authorization_code_expired_time: (now / 1000 + AUTH_CODE_TTL_SECS) as i64,
         pre_auth_code: Some(Secret::new(b.pre_auth_code.clone())),
     });
     let outcome = sim.push(&comp, &n).await;
@@ -574,16 +631,11 @@ async fn unauthorize(AxState(sim): AxState<Simulator>, body: Bytes) -> Response 
             return control_error(StatusCode::NOT_FOUND, "unknown component_appid");
         };
         let key = (b.component_appid.clone(), b.authorizer_appid.clone());
-        let tokens = match st.authorizers.get_mut(&key) {
-            Some(a) if !a.revoked => {
-                a.revoked = true;
-                [a.token_current.take(), a.token_prev.take()]
-            }
-            Some(_) => return control_error(StatusCode::BAD_REQUEST, "authorizer already unauthorized"),
-            None => return control_error(StatusCode::NOT_FOUND, "unknown authorizer for this component"),
-        };
-        for t in tokens.into_iter().flatten() {
-            st.invalidate(&t, now);
+        if !st.authorizers.contains_key(&key) {
+            return control_error(StatusCode::NOT_FOUND, "unknown authorizer for this component");
+        }
+        if !st.revoke(&key, now) {
+            return control_error(StatusCode::BAD_REQUEST, "authorizer already unauthorized");
         }
         comp
     };
@@ -594,6 +646,183 @@ async fn unauthorize(AxState(sim): AxState<Simulator>, body: Bytes) -> Response 
     };
     let outcome = sim.push(&comp, &n).await;
     Json(json!({ "ok": true, "push": outcome_json(outcome.as_ref()) })).into_response()
+}
+
+fn insert_auth_code(st: &mut State, code: &str, component_appid: &str, authorizer_appid: &str, now: u64) {
+    st.auth_codes.insert(
+        code.to_owned(),
+        AuthCode {
+            component_appid: component_appid.to_owned(),
+            authorizer_appid: authorizer_appid.to_owned(),
+            expires_at: now + AUTH_CODE_TTL_SECS * 1000,
+            used: false,
+        },
+    );
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateAuthorizeBody {
+    component_appid: String,
+    authorizer_appid: String,
+    #[serde(default)]
+    func_info: Option<Vec<i64>>,
+}
+
+/// The merchant changes what it granted (or re-consents): a new authorization code, the new
+/// `func_info`, and an `updateauthorized` push. Re-authorization hands out a new refresh token
+/// (the staff answer in docs/simulator.md); the previous one keeps working
+/// `refresh_token_grace_secs`, so a hub that has not yet redeemed the code is not cut off.
+async fn update_authorize(AxState(sim): AxState<Simulator>, body: Bytes) -> Response {
+    let b: UpdateAuthorizeBody = match parse(&body) {
+        Ok(b) => b,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    let now = sim.shared.clock.now_ms();
+    let auth_code = format!("queryauthcode@@@{}", random_string(86));
+    let comp = {
+        let mut st = sim.lock();
+        let Some(comp) = st.component(&b.component_appid).cloned() else {
+            return control_error(StatusCode::NOT_FOUND, "unknown component_appid");
+        };
+        let key = (b.component_appid.clone(), b.authorizer_appid.clone());
+        let grace = st.rotation(&b.component_appid).1;
+        match st.authorizers.get_mut(&key) {
+            Some(a) if !a.revoked => {
+                if let Some(f) = b.func_info {
+                    a.func_info = f;
+                }
+            }
+            Some(_) => return control_error(StatusCode::BAD_REQUEST, "authorizer is unauthorized"),
+            None => return control_error(StatusCode::NOT_FOUND, "unknown authorizer for this component"),
+        }
+        st.rotate_refresh(&key, now, grace);
+        insert_auth_code(&mut st, &auth_code, &b.component_appid, &b.authorizer_appid, now);
+        comp
+    };
+    let n = ComponentNotification::UpdateAuthorized(AuthorizationNotice {
+        component_appid: comp.appid.clone(),
+        create_time: (now / 1000) as i64,
+        authorizer_appid: b.authorizer_appid.clone(),
+        authorization_code: Secret::new(auth_code.clone()),
+        authorization_code_expired_time: (now / 1000 + AUTH_CODE_TTL_SECS) as i64,
+        pre_auth_code: None,
+    });
+    let outcome = sim.push(&comp, &n).await;
+    Json(json!({
+        "ok": true,
+        "auth_code": auth_code,
+        "expires_in": AUTH_CODE_TTL_SECS,
+        "push": outcome_json(outcome.as_ref()),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkBody {
+    component_appid: String,
+    count: u64,
+    #[serde(default)]
+    prefix: Option<String>,
+}
+
+/// Load-test setup: `count` authorizers authorized at once, without codes or pushes. Appids are
+/// the prefix and a 15-digit sequence number, so they sort in creation order and never repeat.
+async fn bulk_authorizers(AxState(sim): AxState<Simulator>, body: Bytes) -> Response {
+    let b: BulkBody = match parse(&body) {
+        Ok(b) => b,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    let prefix = b.prefix.unwrap_or_else(|| "wxa".to_owned());
+    if prefix.is_empty() || prefix.len() > 16 || !prefix.bytes().all(|c| c.is_ascii_alphanumeric()) {
+        return control_error(StatusCode::BAD_REQUEST, "prefix must be 1 to 16 letters or digits");
+    }
+    if b.count == 0 || b.count > MAX_BULK_AUTHORIZERS {
+        return control_error(StatusCode::BAD_REQUEST, format!("count must be 1 to {MAX_BULK_AUTHORIZERS}"));
+    }
+    let now = sim.shared.clock.now_ms();
+    let mut st = sim.lock();
+    if st.component(&b.component_appid).is_none() {
+        return control_error(StatusCode::NOT_FOUND, "unknown component_appid");
+    }
+    let mut made = Vec::with_capacity(usize::try_from(b.count).unwrap_or(0));
+    while (made.len() as u64) < b.count {
+        st.bulk_seq += 1;
+        let appid = format!("{prefix}{:015}", st.bulk_seq);
+        // An appid some earlier authorization already uses is skipped, not taken over.
+        if st.authorizer_component.contains_key(&appid) || st.app(&appid).is_some() {
+            continue;
+        }
+        st.grant(&b.component_appid, &appid, None, now);
+        let refresh = st
+            .authorizers
+            .get(&(b.component_appid.clone(), appid.clone()))
+            .map(|a| a.refresh_token.clone())
+            .unwrap_or_else(new_refresh_token);
+        made.push(json!({ "authorizer_appid": appid, "refresh_token": refresh }));
+    }
+    drop(st);
+    Json(json!({ "ok": true, "authorizers": made })).into_response()
+}
+
+async fn list_authorizers(
+    AxState(sim): AxState<Simulator>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    let Some(component_appid) = q.get("component_appid").filter(|c| !c.is_empty()) else {
+        return control_error(StatusCode::BAD_REQUEST, "component_appid is required");
+    };
+    let st = sim.lock();
+    if st.component(component_appid).is_none() {
+        return control_error(StatusCode::NOT_FOUND, "unknown component_appid");
+    }
+    let mut list: Vec<(u64, &str, Value)> = st
+        .authorizers
+        .iter()
+        .filter(|((c, _), _)| c == component_appid)
+        .map(|((_, a), s)| {
+            let v = json!({
+                "authorizer_appid": a,
+                "authorized": !s.revoked,
+                "func_info": func_info_json(&s.func_info),
+                "refresh_token": (!s.revoked).then(|| s.refresh_token.clone()),
+                "auth_time": s.auth_time / 1000,
+            });
+            (s.auth_time, a.as_str(), v)
+        })
+        .collect();
+    list.sort_unstable_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+    let list: Vec<Value> = list.into_iter().map(|(_, _, v)| v).collect();
+    drop(st);
+    Json(json!({ "ok": true, "authorizers": list })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotationBody {
+    component_appid: String,
+    enabled: bool,
+    #[serde(default)]
+    grace_secs: Option<u64>,
+}
+
+/// Switches refresh-token rotation of one component until the next reset (then the config's
+/// setting is back). Without `grace_secs` the grace in force stays.
+async fn rotation(AxState(sim): AxState<Simulator>, body: Bytes) -> Response {
+    let b: RotationBody = match parse(&body) {
+        Ok(b) => b,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    let mut st = sim.lock();
+    if st.component(&b.component_appid).is_none() {
+        return control_error(StatusCode::NOT_FOUND, "unknown component_appid");
+    }
+    let grace = b.grace_secs.unwrap_or_else(|| st.rotation(&b.component_appid).1);
+    st.components.entry(b.component_appid.clone()).or_default().rotation = Some((b.enabled, grace));
+    drop(st);
+    Json(json!({ "ok": true, "component_appid": b.component_appid, "enabled": b.enabled, "grace_secs": grace }))
+        .into_response()
 }
 
 fn urlencode(s: &str) -> String {

@@ -7,7 +7,7 @@ use crate::clock::{Millis, shanghai_day};
 use crate::config::{SimApp, SimComponent, SimConfig};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 /// What kind of credential a token is; each family rotates by its own rules and never touches
 /// another's tokens.
@@ -40,8 +40,13 @@ pub struct AppState {
     pub last_forced: Option<Millis>,
 }
 
+/// One delivery attempt of a push.
 #[derive(Debug, Clone, Serialize)]
 pub struct PushRecord {
+    /// Which push this attempt belongs to: a retry repeats its push's id.
+    pub push_id: u64,
+    /// 1 for the first delivery, 2.. for retries.
+    pub attempt: u32,
     pub info_type: String,
     pub at: u64,
     pub ok: bool,
@@ -56,17 +61,44 @@ pub struct ComponentState {
     pub verify_tickets: HashMap<String, Millis>,
     pub token_current: Option<String>,
     pub token_prev: Option<String>,
+    /// Delivery attempts acknowledged with `success` (at most one per push: the last attempt).
     pub pushes_ok: u64,
+    /// Delivery attempts not acknowledged, retried or not.
     pub pushes_failed: u64,
-    pub recent_pushes: Vec<PushRecord>,
+    /// Attempts after the first.
+    pub pushes_retried: u64,
+    /// Pushes whose every attempt failed.
+    pub pushes_given_up: u64,
+    pub recent_pushes: VecDeque<PushRecord>,
+    /// `POST /__sim/rotation`'s (enabled, grace secs), over the config's until a reset.
+    pub rotation: Option<(bool, u64)>,
+    /// The authorizers currently authorized, in `api_get_authorizer_list` order (auth time, then
+    /// appid), so a page is read without sorting every authorizer.
+    pub authorized: BTreeSet<(Millis, String)>,
 }
 
 #[derive(Debug)]
 pub struct AuthorizerState {
     pub refresh_token: String,
+    /// The refresh token it replaced and when that one stops: only the latest predecessor is
+    /// kept, so anything older answers 61023 at once.
+    pub refresh_prev: Option<(String, Millis)>,
     pub revoked: bool,
     pub token_current: Option<String>,
     pub token_prev: Option<String>,
+    /// Permission set ids granted (`funcscope_category.id`).
+    pub func_info: Vec<i64>,
+    /// When this authorization began (kept by `updateauthorized`, so list order is stable).
+    pub auth_time: Millis,
+}
+
+/// Permission sets granted by a simulated authorization unless told otherwise (message
+/// management, user management, account service, web service, …): a typical official-account
+/// grant.
+pub const DEFAULT_FUNC_INFO: [i64; 8] = [1, 15, 4, 7, 2, 3, 11, 6];
+
+pub fn new_refresh_token() -> String {
+    format!("refreshtoken@@@{}", random_string(64))
 }
 
 #[derive(Debug)]
@@ -177,6 +209,12 @@ pub struct State {
     pub used_codes: HashSet<(String, String)>,
     /// Apps `auto_register` created: their secret follows the last one presented.
     pub auto_registered: HashSet<String>,
+    /// Authorizer appid -> the component it was last authorized to: quota and ticket lifetime
+    /// lookups by authorizer stay O(1) with thousands of authorizers.
+    pub authorizer_component: HashMap<String, String>,
+    /// Numbers the appids `POST /__sim/authorizers` makes up.
+    pub bulk_seq: u64,
+    pub next_push_id: u64,
     issued_since_sweep: u64,
 }
 
@@ -204,6 +242,9 @@ impl State {
             pre_auth_codes: HashMap::new(),
             auth_codes: HashMap::new(),
             used_codes: HashSet::new(),
+            authorizer_component: HashMap::new(),
+            bulk_seq: 0,
+            next_push_id: 1,
             issued_since_sweep: 0,
         }
     }
@@ -322,11 +363,7 @@ impl State {
         if let Some(c) = self.component(appid) {
             return c.daily_quota;
         }
-        self.authorizers
-            .keys()
-            .find(|(_, a)| a == appid)
-            .and_then(|(c, _)| self.component(c))
-            .map_or(2000, |c| c.daily_quota)
+        self.authorizer_component.get(appid).and_then(|c| self.component(c)).map_or(2000, |c| c.daily_quota)
     }
 
     pub fn count_call(&mut self, appid: &str, endpoint: &str) {
@@ -339,6 +376,96 @@ impl State {
 
     pub fn total_calls(&self, endpoint: &str) -> u64 {
         self.calls.iter().filter(|((_, e), _)| e == endpoint).map(|(_, n)| n).sum()
+    }
+
+    // ---- authorizations ----------------------------------------------------------------------
+
+    /// Whether `api_authorizer_token` hands out a new refresh token per call, and the grace of the
+    /// one it replaces: `POST /__sim/rotation`'s setting, else the config's.
+    pub fn rotation(&self, component_appid: &str) -> (bool, u64) {
+        if let Some(r) = self.components.get(component_appid).and_then(|c| c.rotation) {
+            return r;
+        }
+        self.component(component_appid)
+            .map_or((false, 300), |c| (c.rotate_refresh_token, c.refresh_token_grace_secs))
+    }
+
+    /// The merchant's consent: an authorized authorizer stays as it is (re-consent keeps the
+    /// refresh token), a new or unauthorized one gets a fresh authorization with `func_info`.
+    /// True when a new authorization began.
+    pub fn grant(
+        &mut self,
+        component_appid: &str,
+        authorizer_appid: &str,
+        func_info: Option<Vec<i64>>,
+        now: Millis,
+    ) -> bool {
+        let key = (component_appid.to_owned(), authorizer_appid.to_owned());
+        if self.authorizers.get(&key).is_some_and(|a| !a.revoked) {
+            return false;
+        }
+        self.authorizers.insert(
+            key,
+            AuthorizerState {
+                refresh_token: new_refresh_token(),
+                refresh_prev: None,
+                revoked: false,
+                token_current: None,
+                token_prev: None,
+                func_info: func_info.unwrap_or_else(|| DEFAULT_FUNC_INFO.to_vec()),
+                auth_time: now,
+            },
+        );
+        self.authorizer_component.insert(authorizer_appid.to_owned(), component_appid.to_owned());
+        self.components
+            .entry(component_appid.to_owned())
+            .or_default()
+            .authorized
+            .insert((now, authorizer_appid.to_owned()));
+        true
+    }
+
+    /// Unauthorize: the access tokens stop now and every refresh token answers 61023. False when
+    /// there was no live authorization.
+    pub fn revoke(&mut self, key: &(String, String), now: Millis) -> bool {
+        let (tokens, auth_time) = match self.authorizers.get_mut(key) {
+            Some(a) if !a.revoked => {
+                a.revoked = true;
+                a.refresh_prev = None;
+                ([a.token_current.take(), a.token_prev.take()], a.auth_time)
+            }
+            _ => return false,
+        };
+        for t in tokens.into_iter().flatten() {
+            self.invalidate(&t, now);
+        }
+        if let Some(cs) = self.components.get_mut(&key.0) {
+            cs.authorized.remove(&(auth_time, key.1.clone()));
+        }
+        true
+    }
+
+    /// Replaces the refresh token; the one replaced keeps working `grace_secs`, the one before it
+    /// stops now. Returns the new token.
+    pub fn rotate_refresh(&mut self, key: &(String, String), now: Millis, grace_secs: u64) -> Option<String> {
+        let a = self.authorizers.get_mut(key)?;
+        let new = new_refresh_token();
+        let old = std::mem::replace(&mut a.refresh_token, new.clone());
+        a.refresh_prev = Some((old, now.saturating_add(grace_secs.saturating_mul(1000))));
+        Some(new)
+    }
+
+    /// Whether `presented` is a refresh token of a live authorization: the current one, or its
+    /// predecessor within the grace.
+    pub fn refresh_ok(&self, key: &(String, String), presented: &str, now: Millis) -> bool {
+        let eq = |t: &str| wechat_proto::signature::ct_eq(t.as_bytes(), presented.as_bytes());
+        match self.authorizers.get(key) {
+            Some(a) if !a.revoked => {
+                eq(&a.refresh_token)
+                    || a.refresh_prev.as_ref().is_some_and(|(p, until)| now < *until && eq(p))
+            }
+            _ => false,
+        }
     }
 
     // ---- faults ------------------------------------------------------------------------------
@@ -466,6 +593,31 @@ mod tests {
         assert_eq!(s.check_token(None, 0).unwrap_err(), 41001);
         assert_eq!(s.check_token(Some(""), 0).unwrap_err(), 41001);
         assert_eq!(s.check_token(Some("nope"), 0).unwrap_err(), 40001);
+    }
+
+    #[test]
+    fn refresh_tokens_rotate_with_one_predecessor_in_grace() {
+        let mut s = state();
+        let key = ("wxc".to_owned(), "wxauth".to_owned());
+        assert!(s.grant("wxc", "wxauth", None, 1_000));
+        assert!(!s.grant("wxc", "wxauth", Some(vec![1]), 2_000), "re-consent keeps the authorization");
+        let r0 = s.authorizers[&key].refresh_token.clone();
+        assert_eq!(s.authorizers[&key].func_info, DEFAULT_FUNC_INFO);
+        let r1 = s.rotate_refresh(&key, 10_000, 5).unwrap();
+        assert!(s.refresh_ok(&key, &r0, 14_999) && s.refresh_ok(&key, &r1, 14_999));
+        assert!(!s.refresh_ok(&key, &r0, 15_000));
+        let r2 = s.rotate_refresh(&key, 11_000, 5).unwrap();
+        assert!(!s.refresh_ok(&key, &r0, 11_000), "only the latest predecessor keeps a grace");
+        assert!(s.refresh_ok(&key, &r1, 11_000) && s.refresh_ok(&key, &r2, 11_000));
+        assert!(!s.refresh_ok(&key, "", 11_000));
+        assert_eq!(s.components["wxc"].authorized.len(), 1);
+        assert!(s.revoke(&key, 12_000));
+        assert!(!s.revoke(&key, 12_000));
+        assert!(!s.refresh_ok(&key, &r2, 12_000) && !s.refresh_ok(&key, &r1, 12_000));
+        assert!(s.components["wxc"].authorized.is_empty());
+        assert!(s.grant("wxc", "wxauth", None, 20_000));
+        assert!(!s.refresh_ok(&key, &r2, 20_000), "a new authorization, a new refresh token");
+        assert_eq!(s.components["wxc"].authorized.iter().next(), Some(&(20_000, "wxauth".to_owned())));
     }
 
     #[test]

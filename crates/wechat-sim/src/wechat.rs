@@ -9,9 +9,10 @@ use crate::state::{Family, State, TOKEN_ALPHABET, derived_id, derived_openid, ra
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use wechat_proto::api::{
-    PATH_AUTHORIZER_TOKEN, PATH_COMPONENT_TOKEN, PATH_GET_API_DOMAIN_IP, PATH_GETTICKET,
-    PATH_GETUSERPHONENUMBER, PATH_GETWXACODEUNLIMIT, PATH_JSCODE2SESSION, PATH_OAUTH2_ACCESS_TOKEN,
-    PATH_PREAUTHCODE, PATH_QUERY_AUTH, PATH_STABLE_TOKEN, PATH_SUBSCRIBE_SEND, PATH_TOKEN, PATH_USER_INFO,
+    AUTHORIZER_LIST_MAX_COUNT, PATH_AUTHORIZER_TOKEN, PATH_COMPONENT_TOKEN, PATH_GET_API_DOMAIN_IP,
+    PATH_GET_AUTHORIZER_INFO, PATH_GET_AUTHORIZER_LIST, PATH_GETTICKET, PATH_GETUSERPHONENUMBER,
+    PATH_GETWXACODEUNLIMIT, PATH_JSCODE2SESSION, PATH_OAUTH2_ACCESS_TOKEN, PATH_PREAUTHCODE, PATH_QUERY_AUTH,
+    PATH_STABLE_TOKEN, PATH_START_PUSH_TICKET, PATH_SUBSCRIBE_SEND, PATH_TOKEN, PATH_USER_INFO,
 };
 
 /// A WeChat-path request, already read.
@@ -51,13 +52,25 @@ pub enum Reply {
     Png(Vec<u8>),
     /// HTTP 404 for a path WeChat does not have.
     NotFound,
+    /// HTTP 200 JSON, then something the server does once the answer is decided (outside the
+    /// state lock).
+    OkThen(Value, Effect),
+}
+
+/// Work a WeChat call leaves for after its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// `api_start_push_ticket`: push a new verify ticket to this component, as WeChat does right
+    /// after answering.
+    PushTicket(String),
 }
 
 type R<T> = Result<T, i64>;
 
-/// Permission sets granted by every simulated authorization (message management, user management,
-/// account service, web service, …): a typical official-account grant.
-const FUNC_SCOPES: [i64; 8] = [1, 15, 4, 7, 2, 3, 11, 6];
+/// `func_info` as WeChat writes it.
+pub fn func_info_json(ids: &[i64]) -> Vec<Value> {
+    ids.iter().map(|id| json!({ "funcscope_category": { "id": id } })).collect()
+}
 
 fn str_field<'m>(m: &'m serde_json::Map<String, Value>, key: &str) -> Option<&'m str> {
     m.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
@@ -69,13 +82,19 @@ fn secs_left(expires_at: Millis, now: Millis) -> u64 {
 
 impl State {
     /// Which app a call is about, for counters and fault matching: the `appid` parameter, else
-    /// the token's owner, else the body's `component_appid`; "" when none says.
-    pub fn resolve_appid(&self, query: &HashMap<String, String>, body: &[u8]) -> String {
+    /// (on `api_authorizer_token`, which is about one authorizer) the body's `authorizer_appid`,
+    /// else the token's owner, else the body's `component_appid`; "" when none says.
+    pub fn resolve_appid(&self, path: &str, query: &HashMap<String, String>, body: &[u8]) -> String {
         if let Some(a) = query.get("appid").filter(|a| !a.is_empty()) {
             return a.clone();
         }
         let json: Option<Value> =
             if body.first().is_some_and(|b| *b == b'{') { serde_json::from_slice(body).ok() } else { None };
+        if path == PATH_AUTHORIZER_TOKEN
+            && let Some(a) = json.as_ref().and_then(|j| j.get("authorizer_appid")).and_then(Value::as_str)
+        {
+            return a.to_owned();
+        }
         if let Some(a) = json.as_ref().and_then(|j| j.get("appid")).and_then(Value::as_str) {
             return a.to_owned();
         }
@@ -100,6 +119,9 @@ impl State {
             PATH_PREAUTHCODE => self.preauthcode(req),
             PATH_QUERY_AUTH => self.query_auth(req),
             PATH_AUTHORIZER_TOKEN => self.authorizer_token(req),
+            PATH_GET_AUTHORIZER_LIST => self.authorizer_list(req),
+            PATH_GET_AUTHORIZER_INFO => self.authorizer_info(req),
+            PATH_START_PUSH_TICKET => return self.start_push_ticket(req).unwrap_or_else(Reply::Err),
             PATH_GET_API_DOMAIN_IP => self.api_domain_ip(req),
             PATH_USER_INFO => self.user_info(req),
             PATH_GETWXACODEUNLIMIT => return self.wxacode(req).unwrap_or_else(Reply::Err),
@@ -155,9 +177,12 @@ impl State {
         Ok(rec.appid.clone())
     }
 
-    /// The component token in the query, which must belong to `component_appid`.
+    /// The component token in the query, which must belong to `component_appid`. Older docs name
+    /// the parameter `component_access_token`, newer ones `access_token`; WeChat takes both.
     fn component_access(&self, req: &Req<'_>, component_appid: &str) -> R<()> {
-        let rec = self.check_token(req.q("component_access_token"), req.now)?;
+        let token =
+            req.q("component_access_token").filter(|t| !t.is_empty()).or_else(|| req.q("access_token"));
+        let rec = self.check_token(token, req.now)?;
         if rec.family != Family::Component || rec.appid != component_appid {
             return Err(40001);
         }
@@ -279,10 +304,9 @@ impl State {
         if let Some(a) = self.app(appid) {
             return a.ticket_ttl_or_default();
         }
-        self.authorizers
-            .keys()
-            .find(|(_, a)| a == appid)
-            .and_then(|(c, _)| self.component(c))
+        self.authorizer_component
+            .get(appid)
+            .and_then(|c| self.component(c))
             .map_or(7200, |c| c.authorizer_token_ttl_secs)
     }
 
@@ -349,9 +373,11 @@ impl State {
             a.used = true;
         }
         let token = self.rotate_authorizer(&key, &comp, req.now);
-        let refresh = self.authorizers.get(&key).map(|a| a.refresh_token.clone()).unwrap_or_default();
-        let func_info: Vec<Value> =
-            FUNC_SCOPES.iter().map(|id| json!({ "funcscope_category": { "id": id } })).collect();
+        let (refresh, func_info) = self
+            .authorizers
+            .get(&key)
+            .map(|a| (a.refresh_token.clone(), func_info_json(&a.func_info)))
+            .unwrap_or_default();
         Ok(json!({
             "authorization_info": {
                 "authorizer_appid": authorizer_appid,
@@ -371,19 +397,110 @@ impl State {
         let authorizer_appid = str_field(&body, "authorizer_appid").ok_or(41002)?.to_owned();
         let refresh = str_field(&body, "authorizer_refresh_token").ok_or(61023)?;
         let key = (appid.clone(), authorizer_appid);
-        match self.authorizers.get(&key) {
-            Some(a)
-                if !a.revoked
-                    && wechat_proto::signature::ct_eq(a.refresh_token.as_bytes(), refresh.as_bytes()) => {}
-            _ => return Err(61023),
+        if !self.refresh_ok(&key, refresh, req.now) {
+            return Err(61023);
         }
         self.quota(&appid, PATH_AUTHORIZER_TOKEN, req.now)?;
         let token = self.rotate_authorizer(&key, &comp, req.now);
+        let refresh = match self.rotation(&appid) {
+            (true, grace) => self.rotate_refresh(&key, req.now, grace).unwrap_or_default(),
+            // Without rotation the current one comes back, even when the caller sent the
+            // predecessor still in its grace after a re-authorization.
+            (false, _) => self.authorizers.get(&key).map(|a| a.refresh_token.clone()).unwrap_or_default(),
+        };
         Ok(json!({
             "authorizer_access_token": token,
             "expires_in": comp.authorizer_token_ttl_secs,
             "authorizer_refresh_token": refresh,
         }))
+    }
+
+    fn authorizer_list(&mut self, req: &Req<'_>) -> R<Value> {
+        let body = req.json()?;
+        let appid = str_field(&body, "component_appid").ok_or(41002)?.to_owned();
+        let comp = self.component(&appid).ok_or(40013)?.clone();
+        self.component_access(req, &appid)?;
+        let number = |key: &str| match body.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or(47001),
+        };
+        let offset = number("offset")?.unwrap_or(0);
+        // WeChat documents count as at most 500 and answers a count outside 1..=500 with
+        // 40097 invalid args.
+        let count = number("count")?.ok_or(40097)?;
+        if count == 0 || count > u64::from(AUTHORIZER_LIST_MAX_COUNT) {
+            return Err(40097);
+        }
+        self.quota(&appid, PATH_GET_AUTHORIZER_LIST, req.now)?;
+        let Some(cs) = self.components.get(&appid) else {
+            return Ok(json!({ "total_count": 0, "list": [] }));
+        };
+        let list: Vec<Value> = cs
+            .authorized
+            .iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(count as usize)
+            .map(|(auth_time, authorizer)| {
+                let mut entry = json!({ "authorizer_appid": authorizer, "auth_time": auth_time / 1000 });
+                if !comp.list_omits_refresh_token
+                    && let Some(a) = self.authorizers.get(&(appid.clone(), authorizer.clone()))
+                {
+                    entry["refresh_token"] = Value::String(a.refresh_token.clone());
+                }
+                entry
+            })
+            .collect();
+        Ok(json!({ "total_count": cs.authorized.len(), "list": list }))
+    }
+
+    fn authorizer_info(&mut self, req: &Req<'_>) -> R<Value> {
+        let body = req.json()?;
+        let appid = str_field(&body, "component_appid").ok_or(41002)?.to_owned();
+        self.component(&appid).ok_or(40013)?;
+        self.component_access(req, &appid)?;
+        let authorizer_appid = str_field(&body, "authorizer_appid").ok_or(41002)?.to_owned();
+        let key = (appid.clone(), authorizer_appid.clone());
+        let (refresh, func_info) = match self.authorizers.get(&key) {
+            Some(a) if !a.revoked => (a.refresh_token.clone(), func_info_json(&a.func_info)),
+            _ => return Err(61003),
+        };
+        self.quota(&appid, PATH_GET_AUTHORIZER_INFO, req.now)?;
+        let tag = derived_id(&authorizer_appid, 12, b"0123456789abcdef");
+        Ok(json!({
+            "authorizer_info": {
+                "nick_name": format!("模拟公众号 {}", &tag[..4]),
+                "head_img": format!("http://wx.qlogo.cn/mmopen/{tag}/0"),
+                "service_type_info": { "id": 2 },
+                "verify_type_info": { "id": 0 },
+                "user_name": format!("gh_{tag}"),
+                "principal_name": "模拟科技有限公司",
+                "alias": "",
+                "business_info": { "open_store": 0, "open_scan": 0, "open_pay": 0, "open_card": 0, "open_shake": 0 },
+                "qrcode_url": format!("http://mmbiz.qpic.cn/mmbiz_jpg/{tag}/0"),
+                "account_status": 1,
+                "idc": 1,
+                "signature": "",
+            },
+            "authorization_info": {
+                "authorizer_appid": authorizer_appid,
+                "authorizer_refresh_token": refresh,
+                "func_info": func_info,
+            }
+        }))
+    }
+
+    /// Takes the component secret, not a token: it is how a component that lost its ticket
+    /// gets one without waiting ten minutes.
+    fn start_push_ticket(&mut self, req: &Req<'_>) -> R<Reply> {
+        let body = req.json()?;
+        let appid = str_field(&body, "component_appid").ok_or(41002)?.to_owned();
+        let comp = self.component(&appid).ok_or(40013)?;
+        let secret = str_field(&body, "component_secret").ok_or(41004)?;
+        if !wechat_proto::signature::ct_eq(comp.secret.as_bytes(), secret.as_bytes()) {
+            return Err(40125);
+        }
+        self.quota(&appid, PATH_START_PUSH_TICKET, req.now)?;
+        Ok(Reply::OkThen(json!({ "errcode": 0, "errmsg": "ok" }), Effect::PushTicket(appid)))
     }
 
     fn rotate_authorizer(
@@ -570,10 +687,14 @@ mod tests {
     fn appid_resolution_prefers_the_parameter_then_the_token() {
         let mut s = State::new(SimConfig::new().app(SimApp::new("wxa", "s")));
         let t = s.issue("wxa", Family::Classic, 0, 100);
-        assert_eq!(s.resolve_appid(&q(&[("appid", "wxz")]), b""), "wxz");
-        assert_eq!(s.resolve_appid(&q(&[("access_token", &t)]), b""), "wxa");
-        assert_eq!(s.resolve_appid(&q(&[]), br#"{"appid":"wxb"}"#), "wxb");
-        assert_eq!(s.resolve_appid(&q(&[]), br#"{"component_appid":"wxc"}"#), "wxc");
-        assert_eq!(s.resolve_appid(&q(&[]), b"garbage"), "");
+        let r = |query: &HashMap<String, String>, body: &[u8]| s.resolve_appid("/x", query, body);
+        assert_eq!(r(&q(&[("appid", "wxz")]), b""), "wxz");
+        assert_eq!(r(&q(&[("access_token", &t)]), b""), "wxa");
+        assert_eq!(r(&q(&[]), br#"{"appid":"wxb"}"#), "wxb");
+        assert_eq!(r(&q(&[]), br#"{"component_appid":"wxc"}"#), "wxc");
+        assert_eq!(r(&q(&[]), b"garbage"), "");
+        let body = br#"{"component_appid":"wxc","authorizer_appid":"wxauth"}"#;
+        assert_eq!(s.resolve_appid(PATH_AUTHORIZER_TOKEN, &q(&[]), body), "wxauth");
+        assert_eq!(s.resolve_appid(PATH_QUERY_AUTH, &q(&[]), body), "wxc");
     }
 }

@@ -316,7 +316,8 @@ async fn pre_auth_codes_expire_after_600_s() {
 #[tokio::test]
 async fn pushes_repeat_and_failures_are_counted() {
     let (url, mut rx) = receiver("not-success").await;
-    let comp = component(&url).push_interval(1);
+    // Without retries, so each ticket arrives once (retries: tests/sim/open_platform.rs).
+    let comp = component(&url).push_interval(1).push_retries(0, 0);
     let sim = start(SimConfig::new().component(comp)).await;
     let t1 = next_ticket(&mut rx).await;
     let t2 = next_ticket(&mut rx).await;

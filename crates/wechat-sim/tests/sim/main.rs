@@ -9,5 +9,6 @@ mod common;
 mod component;
 mod control;
 mod faults;
+mod open_platform;
 mod stable;
 mod tickets;
