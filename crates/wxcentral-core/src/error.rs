@@ -38,4 +38,10 @@ pub enum Error {
     /// The app comes from the config file: change it there (and send SIGHUP).
     #[error("app {0} comes from the config file; change it there and reload")]
     ReadOnlyApp(String),
+    /// The appid is an authorizer of a component: it follows its authorization, not the admin API.
+    #[error("app {0} is an authorizer of a component; it follows its authorization")]
+    AuthorizerApp(String),
+    /// The merchant revoked the authorization after the event that would have brought it in.
+    #[error("authorizer {0} was unauthorized after this authorization")]
+    AuthorizationRevoked(String),
 }

@@ -128,7 +128,21 @@ pub enum TokenApi {
     Classic,
 }
 
-/// A configured official account or mini program.
+/// What an entry of the live set is, which decides where its token comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Role {
+    /// An official account or mini program with its own AppSecret.
+    #[default]
+    App,
+    /// A third-party platform: its `component_access_token` comes from its secret and the
+    /// verify ticket WeChat pushes. `authorizer_tickets` are kept for every authorizer.
+    Component { authorizer_tickets: Vec<TicketType> },
+    /// An account that authorized `component`: its token comes from the component's token and
+    /// the refresh token the store keeps (there is no AppSecret; `secret` is empty).
+    Authorizer { component: String },
+}
+
+/// A configured official account or mini program, a component, or an authorizer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppSpec {
     pub appid: String,
@@ -136,6 +150,7 @@ pub struct AppSpec {
     pub kind: AppKind,
     pub token_api: TokenApi,
     pub tickets: Vec<TicketType>,
+    pub role: Role,
 }
 
 impl AppSpec {
@@ -147,12 +162,53 @@ impl AppSpec {
             kind: AppKind::OfficialAccount,
             token_api: TokenApi::Stable,
             tickets: Vec::new(),
+            role: Role::App,
+        }
+    }
+
+    /// A third-party platform keeping `authorizer_tickets` for each of its authorizers.
+    pub fn component(
+        appid: impl Into<String>,
+        secret: impl Into<String>,
+        authorizer_tickets: Vec<TicketType>,
+    ) -> Self {
+        Self {
+            role: Role::Component { authorizer_tickets },
+            token_api: TokenApi::Classic,
+            ..Self::official_account(appid, secret)
+        }
+    }
+
+    /// An authorizer of `component` with the tickets the component keeps for each.
+    pub fn authorizer(
+        appid: impl Into<String>,
+        component: impl Into<String>,
+        tickets: Vec<TicketType>,
+    ) -> Self {
+        Self {
+            role: Role::Authorizer { component: component.into() },
+            token_api: TokenApi::Classic,
+            tickets,
+            ..Self::official_account(appid, String::new())
+        }
+    }
+
+    /// The component an authorizer belongs to.
+    pub fn component_of(&self) -> Option<&str> {
+        match &self.role {
+            Role::Authorizer { component } => Some(component),
+            _ => None,
         }
     }
 
     /// The credentials the engine keeps for this app.
-    pub fn kinds(&self) -> impl Iterator<Item = CredentialKind> + '_ {
-        std::iter::once(CredentialKind::AccessToken)
-            .chain(self.tickets.iter().map(|t| CredentialKind::from_ticket_type(*t)))
+    pub fn kinds(&self) -> Box<dyn Iterator<Item = CredentialKind> + '_> {
+        match self.role {
+            Role::Component { .. } => Box::new(std::iter::once(CredentialKind::ComponentAccessToken)),
+            Role::App | Role::Authorizer { .. } => Box::new(
+                std::iter::once(CredentialKind::AccessToken)
+                    .chain(self.tickets.iter().map(|t| CredentialKind::from_ticket_type(*t))),
+            ),
+        }
     }
 }

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod authorizer;
 mod clock;
 pub mod engine;
 pub mod error;
@@ -29,6 +30,9 @@ pub mod store;
 pub mod upstream;
 pub mod wire;
 
-pub use engine::{AppStatus, CredentialStatus, Engine, EngineConfig, ForcedRefresh, Origin};
+pub use engine::{
+    AppStatus, AuthorizerStatus, ComponentStatus, CredentialStatus, Engine, EngineConfig, ForcedRefresh,
+    ImportReport, Origin,
+};
 pub use error::{Error, Result};
 pub use kind::{AppKind, AppSpec, Credential, CredentialKey, CredentialKind, TokenApi};

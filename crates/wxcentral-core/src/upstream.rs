@@ -333,6 +333,44 @@ impl Upstream {
         .await
     }
 
+    /// `POST /cgi-bin/component/api_get_authorizer_list`: one page (`count` at most 500) of
+    /// every authorizer with its current refresh token.
+    pub async fn authorizer_list(
+        &self,
+        component_appid: &str,
+        component_access_token: &Secret,
+        offset: u32,
+        count: u32,
+    ) -> Result<api::AuthorizerListResponse, UpstreamError> {
+        let query = ComponentTokenQuery { component_access_token: component_access_token.clone() };
+        let body = api::AuthorizerListRequest { component_appid: component_appid.to_owned(), offset, count };
+        self.call(
+            api::PATH_GET_AUTHORIZER_LIST,
+            component_appid,
+            Method::Post { query: Some(&query), body: &body },
+        )
+        .await
+    }
+
+    /// `POST /cgi-bin/component/api_start_push_ticket`: asks WeChat to push a verify ticket now.
+    pub async fn start_push_ticket(
+        &self,
+        component_appid: &str,
+        secret: &Secret,
+    ) -> Result<(), UpstreamError> {
+        let body = api::StartPushTicketRequest {
+            component_appid: component_appid.to_owned(),
+            component_secret: secret.clone(),
+        };
+        self.call::<(), _, serde_json::Value>(
+            api::PATH_START_PUSH_TICKET,
+            component_appid,
+            Method::Post { query: None, body: &body },
+        )
+        .await
+        .map(drop)
+    }
+
     async fn call<Q: Serialize, B: Serialize, T: DeserializeOwned>(
         &self,
         endpoint: &'static str,

@@ -205,6 +205,7 @@ impl PutAppsItem {
             kind: self.kind,
             token_api: self.token_api,
             tickets: self.tickets,
+            role: crate::kind::Role::App,
         })
     }
 }

@@ -22,7 +22,7 @@ pub use wxcentral_core::wire::{
 };
 
 /// The 200 answer with a credential's JSON body.
-fn credential_response(body: serde_json::Result<Vec<u8>>) -> Response {
+pub(crate) fn credential_response(body: serde_json::Result<Vec<u8>>) -> Response {
     match body {
         Ok(body) => {
             let mut response = Response::new(Body::from(body));
@@ -66,6 +66,21 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     }
 }
 
+/// Query parameters whose rejections answer `400 invalid_request` through the error table.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(t)) => Ok(ApiQuery(t)),
+            Err(e) => Err(ApiError::InvalidRequest(format!("invalid query: {}", e.body_text()))),
+        }
+    }
+}
+
 /// `GET /`: where to look, for a person or a script that found the port.
 #[utoipa::path(get, path = "/", tag = "operations", responses((status = 200, description = "Where the API is described", body = RootResponse)))]
 pub async fn root() -> Json<RootResponse> {
@@ -87,7 +102,7 @@ pub struct RootResponse {
 }
 
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(body_rejection)`
-fn body_rejection(e: BytesRejection) -> ApiError {
+pub(crate) fn body_rejection(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge
     } else {
@@ -125,14 +140,27 @@ pub async fn list_apps(State(state): State<AppState>, headers: HeaderMap) -> Res
         .engine()
         .status()
         .into_iter()
-        .filter(|a| client.may_see(&a.appid))
+        .filter(|a| client.may_see(&a.appid, state.engine()))
         .map(|a| app_view(a, now))
         .collect();
     Ok(Json(AppsResponse { apps }))
 }
 
-fn app_view(a: wxcentral_core::AppStatus, now: i64) -> AppView {
+/// A credential's state on the wire.
+pub(crate) fn credential_status_view(c: wxcentral_core::CredentialStatus, now: i64) -> CredentialStatusView {
     let secs = |ms: i64| ms.div_euclid(1000);
+    CredentialStatusView {
+        kind: c.kind.as_str().to_owned(),
+        state: c.state.to_owned(),
+        expires_at: c.expires_at_ms.map(secs),
+        expires_in: c.expires_at_ms.map(|e| secs(e - now).max(0)),
+        version: c.version,
+        last_error: c.last_error,
+        next_refresh_at: c.next_refresh_ms.map(secs),
+    }
+}
+
+fn app_view(a: wxcentral_core::AppStatus, now: i64) -> AppView {
     let name = |v: serde_json::Result<serde_json::Value>| {
         v.ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
     };
@@ -140,19 +168,7 @@ fn app_view(a: wxcentral_core::AppStatus, now: i64) -> AppView {
         kind: name(serde_json::to_value(a.kind)),
         origin: name(serde_json::to_value(a.origin)),
         appid: a.appid,
-        credentials: a
-            .credentials
-            .into_iter()
-            .map(|c| CredentialStatusView {
-                kind: c.kind.as_str().to_owned(),
-                state: c.state.to_owned(),
-                expires_at: c.expires_at_ms.map(secs),
-                expires_in: c.expires_at_ms.map(|e| secs(e - now).max(0)),
-                version: c.version,
-                last_error: c.last_error,
-                next_refresh_at: c.next_refresh_ms.map(secs),
-            })
-            .collect(),
+        credentials: a.credentials.into_iter().map(|c| credential_status_view(c, now)).collect(),
         quota_today: a.quota_today.into_iter().collect(),
     }
 }
@@ -187,7 +203,7 @@ pub(crate) async fn read_credential(
     let read = async {
         {
             let clients = state.clients();
-            clients.authenticate(headers)?.check_app(appid)?;
+            clients.authenticate(headers)?.check_app(appid, state.engine())?;
         }
         let kind = app_kind(appid, kind)?;
         Ok::<_, ApiError>(crate::render::read_body(state.engine(), appid, kind, now_ms).await?)
@@ -219,7 +235,7 @@ pub async fn refresh_credential(
 ) -> Result<Response> {
     let clients = state.clients_owned();
     let client = clients.authenticate(&headers)?;
-    client.check_app(&appid)?;
+    client.check_app(&appid, state.engine())?;
     let kind = app_kind(&appid, &kind)?;
     let body = body.map_err(body_rejection)?;
     // No body, or a JSON `null` (what a generated client sends for an absent optional body).
@@ -259,7 +275,7 @@ pub async fn jssdk_config(
 ) -> Result<Json<JssdkConfigResponse>> {
     let clients = state.clients_owned();
     let client = clients.authenticate(&headers)?;
-    client.check_app(&appid)?;
+    client.check_app(&appid, state.engine())?;
     // What the document promises (`^https?://`, at most 4096): the signature covers the URL
     // as the browser has it, so it is not parsed or normalized.
     if !(req.url.starts_with("http://") || req.url.starts_with("https://")) || req.url.len() > 4096 {

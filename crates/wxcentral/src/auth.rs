@@ -10,6 +10,7 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use wxcentral_core::Engine;
 
 /// A client allowed to call the API.
 #[derive(Debug, Clone)]
@@ -18,18 +19,26 @@ pub struct Client {
     key_sha256: [u8; 32],
     all_apps: bool,
     apps: Vec<String>,
+    /// `component:X` scopes: every authorizer of X (and X's own endpoints).
+    components: Vec<String>,
     pub refresh: bool,
     pub admin: bool,
 }
 
 impl Client {
-    pub fn may_see(&self, appid: &str) -> bool {
-        self.all_apps || self.apps.iter().any(|a| a == appid)
+    /// Whether this client may use `appid`: named, `*`, or an authorizer of a component it
+    /// names (`component:…`), which `engine` knows.
+    pub fn may_see(&self, appid: &str, engine: &Engine) -> bool {
+        self.all_apps
+            || self.apps.iter().any(|a| a == appid)
+            || (!self.components.is_empty()
+                && (self.components.iter().any(|c| c == appid)
+                    || engine.component_of(appid).is_some_and(|c| self.components.contains(&c))))
     }
 
     /// 403 unless this client may see `appid`.
-    pub fn check_app(&self, appid: &str) -> Result<(), ApiError> {
-        if self.may_see(appid) {
+    pub fn check_app(&self, appid: &str, engine: &Engine) -> Result<(), ApiError> {
+        if self.may_see(appid, engine) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(format!("client {} may not use app {appid}", self.name)))
@@ -54,7 +63,13 @@ impl Clients {
                     name: c.name.clone(),
                     key_sha256,
                     all_apps: c.apps.iter().any(|a| a == "*"),
-                    apps: c.apps.clone(),
+                    apps: c.apps.iter().filter(|a| !a.starts_with("component:")).cloned().collect(),
+                    components: c
+                        .apps
+                        .iter()
+                        .filter_map(|a| a.strip_prefix("component:"))
+                        .map(str::to_owned)
+                        .collect(),
                     refresh: c.refresh,
                     admin: c.admin,
                 }
@@ -103,6 +118,13 @@ mod tests {
                 admin: false,
             },
             ClientConfig {
+                name: "p".into(),
+                key_sha256: hash_key("key-p"),
+                apps: vec!["component:wxcomp".into()],
+                refresh: false,
+                admin: false,
+            },
+            ClientConfig {
                 name: "ops".into(),
                 key_sha256: hash_key("key-ops"),
                 apps: vec!["*".into()],
@@ -118,15 +140,29 @@ mod tests {
         h
     }
 
-    #[test]
-    fn keys_map_to_clients_and_scopes() {
+    async fn engine() -> std::sync::Arc<Engine> {
+        use wxcentral_core::{AppSpec, EngineConfig, store::MemoryStore, upstream::Upstream};
+        let up = Upstream::new("http://127.0.0.1:9", std::time::Duration::from_millis(100)).unwrap();
+        let apps = vec![AppSpec::component("wxcomp", "s", vec![])];
+        Engine::start(apps, std::sync::Arc::new(MemoryStore::new()), up, EngineConfig::default())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_map_to_clients_and_scopes() {
+        let engine = engine().await;
         let c = clients();
         let a = c.authenticate(&bearer("Bearer key-a")).unwrap();
         assert_eq!(a.name, "a");
-        assert!(a.may_see("wx1") && !a.may_see("wx2"));
-        assert!(matches!(a.check_app("wx2"), Err(ApiError::Forbidden(_))));
+        assert!(a.may_see("wx1", &engine) && !a.may_see("wx2", &engine));
+        assert!(matches!(a.check_app("wx2", &engine), Err(ApiError::Forbidden(_))));
         let ops = c.authenticate(&bearer("Bearer key-ops")).unwrap();
-        assert!(ops.may_see("anything") && ops.admin);
+        assert!(ops.may_see("anything", &engine) && ops.admin);
+        // A component scope covers the component, not an unrelated appid.
+        let p = c.authenticate(&bearer("Bearer key-p")).unwrap();
+        assert!(p.may_see("wxcomp", &engine) && !p.may_see("wx1", &engine));
+        engine.shutdown().await;
     }
 
     #[test]

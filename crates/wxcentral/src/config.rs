@@ -24,7 +24,7 @@ pub struct ConfigError {
 impl ConfigError {
     /// Keys and reasons quote TOML keys, environment names and values, any of which can hold a
     /// line break or a terminal escape; those are escaped so that the error stays one line.
-    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
         let key = one_line(&key.into());
         // A TOML key may be `""`; the error must still name something.
         let key = if key.is_empty() { "config".to_owned() } else { key };
@@ -247,6 +247,10 @@ pub struct ComponentConfig {
     pub tickets: Vec<TicketType>,
     #[serde(default)]
     pub after_authorize_url: Option<String>,
+    /// The EncodingAESKey before the last rotation: pushes are opened with the current key,
+    /// then this one.
+    #[serde(default)]
+    pub previous_encoding_aes_key: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -367,13 +371,26 @@ impl Config {
                     return Err(ConfigError::new(format!("component[{i}].{key}"), "must not be empty"));
                 }
             }
-            if c.encoding_aes_key.expose().len() != 43 {
-                return Err(ConfigError::new(
-                    format!("component[{i}].encoding_aes_key"),
-                    "must be the 43-character EncodingAESKey",
-                ));
+            let keys = [
+                ("encoding_aes_key", Some(&c.encoding_aes_key)),
+                ("previous_encoding_aes_key", c.previous_encoding_aes_key.as_ref()),
+            ];
+            for (key, value) in keys {
+                if let Some(v) = value
+                    && (v.expose().len() != 43
+                        || wechat_proto::crypto::AesKey::from_encoding_aes_key(v.expose()).is_err())
+                {
+                    return Err(ConfigError::new(
+                        format!("component[{i}].{key}"),
+                        "must be the 43-character EncodingAESKey",
+                    ));
+                }
+            }
+            if let Some(url) = &c.after_authorize_url {
+                check_http_url(&format!("component[{i}].after_authorize_url"), url)?;
             }
         }
+        let components: HashSet<&str> = self.components.iter().map(|c| c.appid.as_str()).collect();
         let mut names = HashSet::new();
         for (i, client) in self.clients.iter().enumerate() {
             if client.name.is_empty() {
@@ -393,11 +410,15 @@ impl Config {
                 ));
             }
             for (j, appid) in client.apps.iter().enumerate() {
-                if appid != "*" && !seen.contains(appid.as_str()) {
-                    return Err(ConfigError::new(
-                        format!("client[{i}].apps[{j}]"),
-                        format!("{appid} is not a configured app or component"),
-                    ));
+                let key = format!("client[{i}].apps[{j}]");
+                match appid.strip_prefix("component:") {
+                    _ if appid == "*" => {}
+                    Some(c) if components.contains(c) => {}
+                    Some(c) => {
+                        return Err(ConfigError::new(key, format!("{c} is not a configured component")));
+                    }
+                    // Runtime apps and authorizers are not in the file: any well-formed appid.
+                    None => check_appid(&key, appid)?,
                 }
             }
         }
@@ -465,7 +486,13 @@ impl Config {
                 kind: a.kind,
                 token_api: a.token_api,
                 tickets: a.tickets.clone(),
+                role: wxcentral_core::kind::Role::App,
             })
+            .chain(
+                self.components
+                    .iter()
+                    .map(|c| AppSpec::component(c.appid.clone(), c.secret.expose(), c.tickets.clone())),
+            )
             .collect()
     }
 
@@ -791,12 +818,15 @@ refresh = true
             assert_eq!(&e.key, key, "{text:?} gave {e}");
             assert!(!e.to_string().contains('\n'), "one line: {e}");
         }
-        let e = Config::from_toml(
-            &format!("[[client]]\nname = \"a\"\nkey_sha256 = \"{HASH}\"\napps = [\"wxunknown\"]"),
-            env(&[]),
-        )
-        .unwrap_err();
-        assert_eq!(e.key, "client[0].apps[0]");
+        // A scope may name an app added later at runtime, not a component the file lacks nor
+        // a malformed appid.
+        let client =
+            |apps: &str| format!("[[client]]\nname = \"a\"\nkey_sha256 = \"{HASH}\"\napps = [{apps}]");
+        Config::from_toml(&client("\"wxruntime\""), env(&[])).expect("a runtime app may be named");
+        for apps in ["\"component:wxunknown\"", "\"wx bad\""] {
+            let e = Config::from_toml(&client(apps), env(&[])).unwrap_err();
+            assert_eq!(e.key, "client[0].apps[0]", "{apps}: {e}");
+        }
     }
 
     #[test]

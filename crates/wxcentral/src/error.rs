@@ -29,6 +29,12 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("request body too large")]
     PayloadTooLarge,
+    /// A push whose `msg_signature` does not match (forged, or signed with another token).
+    #[error("msg_signature does not match")]
+    InvalidSignature,
+    /// The state of the resource refuses the request (an authorization revoked since).
+    #[error("{0}")]
+    Conflict(String),
     /// A feature this server is not set up for (e.g. storing secrets without an encryption key).
     #[error("{0}")]
     NotConfigured(String),
@@ -57,6 +63,8 @@ impl ApiError {
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::InvalidSignature => (StatusCode::UNAUTHORIZED, "invalid_signature"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::NotConfigured(_) => (StatusCode::NOT_IMPLEMENTED, "not_configured"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::UpstreamRejected { .. } => (StatusCode::BAD_GATEWAY, "upstream_rejected"),
@@ -96,6 +104,12 @@ impl From<wxcentral_core::Error> for ApiError {
             E::ReadOnlyApp(appid) => Self::Forbidden(format!(
                 "app {appid} comes from the config file; change it there and reload (SIGHUP)"
             )),
+            E::AuthorizerApp(appid) => Self::Forbidden(format!(
+                "app {appid} is an authorizer of a component; it follows its authorization"
+            )),
+            E::AuthorizationRevoked(appid) => {
+                Self::Conflict(format!("authorizer {appid} was unauthorized after this authorization"))
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod front;
 pub mod http_metrics;
 pub mod offline;
 pub mod openapi;
+pub mod platform;
 pub mod render;
 pub mod sandbox;
 pub mod state;
@@ -55,13 +56,15 @@ pub async fn build_state(config: &Config) -> Result<AppState, ServerError> {
     let upstream =
         Upstream::new(&config.upstream.base_url, Duration::from_millis(config.upstream.timeout_ms))?;
     let engine = Engine::start(config.app_specs(), store, upstream, config.engine_config()).await?;
-    Ok(AppState::new(
+    let state = AppState::new(
         engine,
         Clients::from_config(&config.clients),
         telemetry::metrics_handle(),
         config.server.body_limit_bytes,
         config.server.metrics_per_app,
-    ))
+    );
+    state.set_components(platform::Components::from_config(config)?);
+    Ok(state)
 }
 
 /// Applies a config file read again (SIGHUP): apps added, removed or changed, and clients (key
@@ -85,7 +88,13 @@ pub async fn reload(state: &AppState, running: &Config, config: &Config) -> Resu
     }
     state.engine().set_config_apps(config.app_specs()).await?;
     state.set_clients(Clients::from_config(&config.clients));
-    tracing::info!(apps = config.apps.len(), clients = config.clients.len(), "config reloaded");
+    state.set_components(platform::Components::from_config(config)?);
+    tracing::info!(
+        apps = config.apps.len(),
+        components = config.components.len(),
+        clients = config.clients.len(),
+        "config reloaded"
+    );
     Ok(())
 }
 
@@ -109,6 +118,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/apps/{appid}/jssdk_config", post(api::jssdk_config))
         .route(front::CREDENTIAL_ROUTE, get(api::get_credential))
         .route("/v1/apps/{appid}/{kind}/refresh", post(api::refresh_credential))
+        .route("/v1/components/{appid}", get(platform::component_status))
+        .route("/v1/components/{appid}/component_access_token", get(platform::component_token))
+        .route("/v1/components/{appid}/authorization_url", post(platform::create_authorization_url))
+        .route("/v1/components/{appid}/authorizations", post(platform::create_authorization))
+        .route("/v1/components/{appid}/authorizers", get(platform::list_authorizers))
+        .route("/v1/components/{appid}/import", post(platform::import))
+        .route("/callback/component/{appid}", post(platform::push))
+        .route("/callback/component/{appid}/authorized", get(platform::landing))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))

@@ -2,6 +2,7 @@
 
 use crate::api;
 use crate::error::{ErrorBody, ErrorDetail};
+use crate::platform;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
@@ -20,6 +21,14 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         api::put_app,
         api::put_apps,
         api::delete_app,
+        platform::push,
+        platform::landing,
+        platform::create_authorization_url,
+        platform::create_authorization,
+        platform::list_authorizers,
+        platform::import,
+        platform::component_token,
+        platform::component_status,
     ),
     components(schemas(
         api::CredentialResponse,
@@ -34,6 +43,15 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         api::AppsResponse,
         api::AppView,
         api::CredentialStatusView,
+        platform::AuthorizationUrlRequest,
+        platform::AuthorizationUrlResponse,
+        platform::AuthorizationRequest,
+        platform::AuthorizationResponse,
+        platform::AuthorizersResponse,
+        platform::AuthorizerView,
+        platform::ImportReportView,
+        platform::ComponentView,
+        wxcentral_core::authorizer::AuthorizerState,
         ErrorBody,
         ErrorDetail,
     )),

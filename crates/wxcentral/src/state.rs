@@ -2,6 +2,7 @@
 
 use crate::auth::Clients;
 use crate::http_metrics::HttpMetrics;
+use crate::platform::Components;
 use arc_swap::{ArcSwap, Guard};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -16,6 +17,8 @@ struct Inner {
     engine: Arc<Engine>,
     /// Swapped whole when the config is reloaded (key rotation without a restart).
     clients: ArcSwap<Clients>,
+    /// The components' callback crypto, swapped with the config too.
+    components: ArcSwap<Components>,
     metrics: PrometheusHandle,
     http_metrics: HttpMetrics,
     body_limit: usize,
@@ -33,6 +36,7 @@ impl AppState {
         Self(Arc::new(Inner {
             engine,
             clients: ArcSwap::from_pointee(clients),
+            components: ArcSwap::from_pointee(Components::default()),
             metrics,
             http_metrics: HttpMetrics::default(),
             body_limit,
@@ -56,6 +60,14 @@ impl AppState {
 
     pub fn set_clients(&self, clients: Clients) {
         self.0.clients.store(Arc::new(clients));
+    }
+
+    pub fn components(&self) -> Guard<Arc<Components>> {
+        self.0.components.load()
+    }
+
+    pub fn set_components(&self, components: Components) {
+        self.0.components.store(Arc::new(components));
     }
 
     pub fn metrics(&self) -> &PrometheusHandle {

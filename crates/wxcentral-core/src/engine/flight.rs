@@ -194,10 +194,8 @@ impl Inner {
         // A token fetch is one call: its place in the limiter's queue comes before the lease, so
         // the lease is not spent waiting. A ticket first needs the token (its own refresh, with
         // its own permit), so it queues inside the fetch.
-        let permit = match slot.source {
-            Source::Token { .. } => Some(self.limiter.acquire().await),
-            Source::Ticket(_) => None,
-        };
+        let prepared = self.prepare(slot).await?;
+        let permit = if slot.source.permit_first() { Some(self.limiter.acquire().await) } else { None };
         let lease = match self.take_lease(slot, reason, seen).await {
             LeaseOutcome::Adopted(c) => return Ok(Fetched { cred: c, rotated: true }),
             LeaseOutcome::Held(grant) => Some(grant),
@@ -212,10 +210,8 @@ impl Inner {
         let highest = [slot.version(), stored.map(|s| s.version)].into_iter().flatten().max();
         let fetched_at = now_ms();
         let mut lease = lease;
-        let result = match self.fetch(slot, reason, permit).await {
-            Ok((value, expires_in)) => {
-                self.land(slot, reason, value, expires_in, fetched_at, highest, &mut lease).await
-            }
+        let result = match self.fetch(slot, reason, permit, prepared).await {
+            Ok(fetch) => self.land(slot, reason, fetch, fetched_at, highest, &mut lease).await,
             Err(e) => Err(e),
         };
         // A write under the lease ended it (`land` took it); otherwise let go now.
@@ -250,6 +246,11 @@ impl Inner {
         let slack = Duration::from_secs(5);
         match slot.source {
             Source::Token { .. } => call + slack,
+            // A missing verify ticket asks WeChat to push one and waits a moment for it.
+            Source::Component { .. } => call * 2 + Duration::from_secs(3) + slack,
+            // A refresh token WeChat refuses is looked up in the authorizer list (a page or
+            // a few) before the one retry.
+            Source::Authorizer { .. } => call * 6 + slack,
             Source::Ticket(_) => self.config.read_wait + call * 3 + slack,
         }
     }
@@ -319,12 +320,12 @@ impl Inner {
         &self,
         slot: &Slot,
         reason: Reason,
-        value: Secret,
-        expires_in: u64,
+        fetch: Fetch,
         fetched_at: i64,
         highest: Option<u64>,
         lease: &mut Option<Lease>,
     ) -> FlightResult {
+        let Fetch { value, expires_in, refresh_token } = fetch;
         let key = &slot.key;
         if expires_in == 0 && slot.current.load().as_ref().is_none_or(|c| !c.value.ct_eq(value.expose())) {
             return Err(FlightError::other(FaultClass::Transient, "malformed response: expires_in is 0"));
@@ -340,7 +341,10 @@ impl Inner {
         let expires_at_ms =
             fetched_at.saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX / 2000) * 1000);
         let observed = policy::observe_expiry(fetched_at, now_ms(), expires_in);
-        if let Some(cur) = slot.current.load_full()
+        // A refresh token that came with the answer must reach the store even if the token
+        // did not change, so such an answer always goes through the write.
+        if refresh_token.is_none()
+            && let Some(cur) = slot.current.load_full()
             && cur.value.ct_eq(value.expose())
         {
             return Ok(self.land_unchanged(slot, reason, &cur, expires_at_ms, observed));
@@ -354,7 +358,7 @@ impl Inner {
         // Whether our lease still stands is the store's call: it refuses the write once a newer
         // grant exists (we stalled, or the fetch was slow, and another node took over).
         let cred = match lease.as_ref() {
-            Some(grant) => match self.store.put_credential(key, &new, grant).await {
+            Some(grant) => match self.write_under(key, &new, grant, refresh_token.as_ref()).await {
                 Ok(Some(written)) => {
                     lease.take();
                     written
@@ -391,6 +395,24 @@ impl Inner {
             "credential refreshed"
         );
         Ok(Fetched { cred: installed, rotated: true })
+    }
+
+    /// The fenced write of a fetched value; an authorizer's refresh token goes with it.
+    async fn write_under(
+        &self,
+        key: &CredentialKey,
+        new: &NewCredential,
+        lease: &Lease,
+        refresh_token: Option<&Secret>,
+    ) -> Result<Option<Credential>> {
+        match refresh_token {
+            Some(rt) => {
+                let write =
+                    crate::authorizer::AuthorizerWrite { refresh_token: rt, record: None, code_digest: None };
+                self.store.put_authorizer_token(key, new, lease, write).await
+            }
+            None => self.store.put_credential(key, new, lease).await,
+        }
     }
 
     /// WeChat answered with the value already held (a stable token outside its rotation window,
@@ -455,14 +477,18 @@ impl Inner {
             (_, Some(w)) if confirmed => policy::successor_fetch_at(w, now),
             // Too early to tell: the check in the refresh window is still to come.
             (_, Some(_)) => planned,
-            (Source::Token { .. }, _) if !servable => after_expiry,
+            (Source::Token { .. } | Source::Component { .. } | Source::Authorizer { .. }, _) if !servable => {
+                after_expiry
+            }
             // The proactive refresh came too early for WeChat's rotation window: close in on
             // it at half the remaining serving time.
-            (Source::Token { .. }, _) if reason == Reason::Proactive => {
+            (Source::Token { .. } | Source::Component { .. } | Source::Authorizer { .. }, _)
+                if reason == Reason::Proactive =>
+            {
                 now + ((serve_end - now) / 2).max(step)
             }
             // A report or a refused force_refresh: the proactive plan still stands.
-            (Source::Token { .. }, _) => planned,
+            (Source::Token { .. } | Source::Component { .. } | Source::Authorizer { .. }, _) => planned,
             (Source::Ticket(_), None) => after_expiry,
         };
         // Reads only ask upstream when nothing is servable, so the gate matters for them only

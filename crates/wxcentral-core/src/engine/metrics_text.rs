@@ -74,6 +74,14 @@ pub(super) fn render(inner: &Inner, per_app: bool, out: &mut String) {
         "Seconds until the value served expires at WeChat",
     );
     let mut apps = fam("wxcentral_apps", "gauge", "Apps in the live set, by origin");
+    // Per component, whatever `per_app` says: components are few.
+    let mut authorizers =
+        fam("wxcentral_authorizers", "gauge", "Authorizers in the live set, by component and state");
+    let mut ticket_age = fam(
+        "wxcentral_component_verify_ticket_age_seconds",
+        "gauge",
+        "Seconds since the newest verify ticket known was pushed (absent: none yet)",
+    );
     let add = |f: &mut Family, app: &str, labels: Vec<(&'static str, String)>, v: f64, min: bool| {
         let mut labels = labels;
         if per_app {
@@ -93,8 +101,16 @@ pub(super) fn render(inner: &Inner, per_app: bool, out: &mut String) {
         let origin = match entry.origin {
             Origin::Config => "config",
             Origin::Runtime => "runtime",
+            Origin::Authorization => "authorization",
         };
         *apps.samples.entry(vec![("origin", origin.to_owned())]).or_insert(0.0) += 1.0;
+        if let Some(rec) = entry.record() {
+            let labels = vec![("component", rec.component_appid), ("state", rec.state.as_str().to_owned())];
+            *authorizers.samples.entry(labels).or_insert(0.0) += 1.0;
+        }
+        if let Some(pushed) = entry.component_state().and_then(|c| c.ticket_pushed_at()) {
+            ticket_age.samples.insert(vec![("component", app.to_owned())], (now - pushed) as f64 / 1000.0);
+        }
         for (ep, outcome, n) in lock(&entry.calls.0).iter() {
             add(
                 &mut calls,
@@ -125,7 +141,7 @@ pub(super) fn render(inner: &Inner, per_app: bool, out: &mut String) {
             }
         }
     }
-    for f in [&calls, &refreshes, &failures, &quota, &expiry, &apps] {
+    for f in [&calls, &refreshes, &failures, &quota, &expiry, &apps, &authorizers, &ticket_age] {
         let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {}", f.name, f.help, f.name, f.kind);
         for (labels, v) in &f.samples {
             let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();

@@ -15,7 +15,7 @@
 
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
-use crate::kind::{AppKind, AppSpec, Credential, CredentialKey, CredentialKind, TokenApi};
+use crate::kind::{AppKind, AppSpec, Credential, CredentialKey, CredentialKind, Role, TokenApi};
 use crate::limiter::{Limiter, Permit};
 use crate::policy::{self, ExpiryWindow, Failure, Margins};
 use crate::quota::{ms_until_next_day, wechat_day};
@@ -40,6 +40,7 @@ use wechat_proto::api::{self, TicketType};
 mod feed;
 mod flight;
 mod metrics_text;
+mod platform;
 mod reads;
 mod registry;
 mod schedule;
@@ -49,8 +50,9 @@ mod status;
 
 use flight::*;
 use metrics_text::{AppCalls, SlotCounters};
+pub use platform::{AuthorizerStatus, ComponentStatus, ImportReport, TICKET_STALE_MS};
 pub use registry::Origin;
-use registry::{AppEntry, Registry, Stored};
+use registry::{AppEntry, Platform, Registry, Stored};
 use slot::*;
 use source::*;
 
@@ -248,6 +250,9 @@ impl Engine {
             }
         }
         inner.add_apps(all, Stored::Scan).await?;
+        // After the components, which decide which authorizers are kept.
+        let records = inner.store.load_authorizers().await?;
+        inner.adopt_authorizers(records, Stored::Scan).await?;
         let today = wechat_day(now_ms());
         for (appid, endpoint, calls) in inner.store.quotas_of_day(&today).await? {
             if let Some(entry) = inner.registry.get(&appid)
@@ -294,8 +299,10 @@ impl Engine {
         let mut created = Vec::with_capacity(specs.len());
         for spec in &specs {
             let existing = self.inner.registry.get(&spec.appid);
-            if existing.as_ref().is_some_and(|e| e.origin == Origin::Config) {
-                return Err(Error::ReadOnlyApp(spec.appid.clone()));
+            match existing.as_ref().map(|e| e.origin) {
+                Some(Origin::Config) => return Err(Error::ReadOnlyApp(spec.appid.clone())),
+                Some(Origin::Authorization) => return Err(Error::AuthorizerApp(spec.appid.clone())),
+                Some(Origin::Runtime) | None => {}
             }
             created.push(existing.is_none());
         }
@@ -315,6 +322,7 @@ impl Engine {
         match self.inner.registry.get(appid) {
             None => Err(Error::UnknownApp(appid.to_owned())),
             Some(e) if e.origin == Origin::Config => Err(Error::ReadOnlyApp(appid.to_owned())),
+            Some(e) if e.origin == Origin::Authorization => Err(Error::AuthorizerApp(appid.to_owned())),
             Some(_) => {
                 // The store drops the app with its values and leases in one transaction.
                 self.inner.store.delete_app(appid).await?;

@@ -11,6 +11,8 @@ use super::*;
 pub enum Origin {
     Config,
     Runtime,
+    /// An authorizer of a configured component, known from an authorization or an import.
+    Authorization,
 }
 
 /// Where the values of apps being added may already be.
@@ -32,6 +34,15 @@ pub(super) struct AppEntry {
     /// answers from memory: `(endpoint, WeChat day, calls)`.
     quota: Mutex<Vec<(&'static str, String, u64)>>,
     pub(super) calls: AppCalls,
+    /// The open platform's state of a component or an authorizer.
+    pub(super) platform: Platform,
+}
+
+/// What the open platform keeps in memory beside a component's or an authorizer's slots.
+pub(super) enum Platform {
+    None,
+    Component(super::platform::ComponentState),
+    Authorizer(Mutex<crate::authorizer::AuthorizerRecord>),
 }
 
 impl AppEntry {
@@ -56,9 +67,11 @@ impl AppEntry {
     }
 
     pub(super) fn endpoints(&self) -> impl Iterator<Item = &'static str> {
-        let token = match self.spec.token_api {
-            TokenApi::Stable => api::PATH_STABLE_TOKEN,
-            TokenApi::Classic => api::PATH_TOKEN,
+        let token = match (&self.spec.role, self.spec.token_api) {
+            (Role::Component { .. }, _) => api::PATH_COMPONENT_TOKEN,
+            (Role::Authorizer { .. }, _) => api::PATH_AUTHORIZER_TOKEN,
+            (Role::App, TokenApi::Stable) => api::PATH_STABLE_TOKEN,
+            (Role::App, TokenApi::Classic) => api::PATH_TOKEN,
         };
         std::iter::once(token).chain((!self.spec.tickets.is_empty()).then_some(api::PATH_GETTICKET))
     }
@@ -103,15 +116,17 @@ impl Registry {
 }
 
 impl Inner {
-    fn build_entry(&self, spec: AppSpec, origin: Origin) -> Arc<AppEntry> {
+    fn build_entry(&self, spec: AppSpec, origin: Origin, platform: Platform) -> Arc<AppEntry> {
         let mut slots: Vec<Arc<Slot>> = Vec::new();
         for kind in spec.kinds() {
             if slots.iter().any(|s| s.key.kind == kind) {
                 continue;
             }
-            let source = match kind.ticket_type() {
-                Some(t) => Source::Ticket(t),
-                None => Source::Token { secret: spec.secret.clone(), api: spec.token_api },
+            let source = match (kind.ticket_type(), &spec.role) {
+                (Some(t), _) => Source::Ticket(t),
+                (None, Role::App) => Source::Token { secret: spec.secret.clone(), api: spec.token_api },
+                (None, Role::Component { .. }) => Source::Component { secret: spec.secret.clone() },
+                (None, Role::Authorizer { component }) => Source::Authorizer { component: component.clone() },
             };
             slots.push(Arc::new(Slot::new(
                 CredentialKey::new(&spec.appid, kind),
@@ -119,7 +134,14 @@ impl Inner {
                 self.cancel.child_token(),
             )));
         }
-        Arc::new(AppEntry { spec, origin, slots, quota: Mutex::new(Vec::new()), calls: AppCalls::default() })
+        Arc::new(AppEntry {
+            spec,
+            origin,
+            slots,
+            quota: Mutex::new(Vec::new()),
+            calls: AppCalls::default(),
+            platform,
+        })
     }
 
     /// Adds apps, or replaces those whose definition changed (an unchanged one is left alone,
@@ -138,7 +160,18 @@ impl Inner {
             {
                 continue;
             }
-            let entry = self.build_entry(spec, origin);
+            let platform = match &spec.role {
+                Role::App => Platform::None,
+                Role::Component { .. } => Platform::Component(super::platform::ComponentState::default()),
+                // The record is set by whoever adds the authorizer (`adopt_authorizers`).
+                Role::Authorizer { component } => {
+                    Platform::Authorizer(Mutex::new(crate::authorizer::AuthorizerRecord {
+                        state: crate::authorizer::AuthorizerState::Authorized,
+                        ..crate::authorizer::tombstone(component, &spec.appid, 0, None)
+                    }))
+                }
+            };
+            let entry = self.build_entry(spec, origin, platform);
             // Whatever the insert displaces is retired, also an entry a concurrent add (the
             // change feed echoing this node's own write) put there a moment ago: no slot is
             // ever left running outside the map.
@@ -188,9 +221,18 @@ impl Inner {
             }
         }
         for entry in &added {
-            tracing::info!(appid = entry.spec.appid, origin = ?entry.origin, "app added");
+            if entry.origin == Origin::Authorization {
+                tracing::debug!(appid = entry.spec.appid, "authorizer added");
+            } else {
+                tracing::info!(appid = entry.spec.appid, origin = ?entry.origin, "app added");
+            }
             for slot in &entry.slots {
                 self.tasks.spawn(Arc::clone(self).run_loop(Arc::clone(slot)));
+            }
+            if let (Role::Component { .. }, Some(slot)) = (&entry.spec.role, entry.slots.first()) {
+                let housekeeping =
+                    Arc::clone(self).run_component(entry.spec.appid.clone(), slot.cancel.clone());
+                self.tasks.spawn(housekeeping);
             }
         }
         Ok(())
@@ -214,13 +256,16 @@ impl Inner {
     pub(super) async fn sync_app(self: &Arc<Self>, appid: &str) -> Result<()> {
         let _changing = self.apps_lock.lock().await;
         let local = self.registry.get(appid);
-        if local.as_ref().is_some_and(|e| e.origin == Origin::Config) {
-            return Ok(());
+        match local.as_ref().map(|e| e.origin) {
+            Some(Origin::Config) => return Ok(()),
+            Some(Origin::Authorization) => return self.sync_authorizer_held(appid).await,
+            Some(Origin::Runtime) | None => {}
         }
         match self.store.get_app(appid).await? {
             Some(spec) => self.add_apps(vec![(spec, Origin::Runtime)], Stored::Each).await,
             None if local.is_some() => self.remove_app(appid, false).await.map(drop),
-            None => Ok(()),
+            // Not an app: maybe an authorizer another node adopted.
+            None => self.sync_authorizer_held(appid).await,
         }
     }
 
@@ -249,7 +294,8 @@ impl Inner {
             .filter(|a| self.registry.get(&a.appid).is_none_or(|e| e.origin == Origin::Runtime))
             .map(|a| (a, Origin::Runtime))
             .collect();
-        self.add_apps(runtime, Stored::Each).await
+        self.add_apps(runtime, Stored::Each).await?;
+        self.sync_authorizers_held().await
     }
 }
 
@@ -267,6 +313,7 @@ mod tests {
             slots: Vec::new(),
             quota: Mutex::new(Vec::new()),
             calls: AppCalls::default(),
+            platform: Platform::None,
         }
     }
 

@@ -5,8 +5,42 @@ use super::*;
 
 /// Where a slot's values come from.
 pub(super) enum Source {
-    Token { secret: Secret, api: TokenApi },
+    Token {
+        secret: Secret,
+        api: TokenApi,
+    },
     Ticket(TicketType),
+    /// `component_access_token`, from the component's secret and its last verify ticket.
+    Component {
+        secret: Secret,
+    },
+    /// An authorizer's access token, from the component's token and the stored refresh token.
+    Authorizer {
+        component: String,
+    },
+}
+
+/// What a fetch brought back.
+pub(super) struct Fetch {
+    pub(super) value: Secret,
+    pub(super) expires_in: u64,
+    /// An authorizer's refresh token as WeChat answered it (rotated or not): written with the
+    /// token in the same transaction.
+    pub(super) refresh_token: Option<Secret>,
+}
+
+impl Fetch {
+    fn plain((value, expires_in): (Secret, u64)) -> Self {
+        Self { value, expires_in, refresh_token: None }
+    }
+}
+
+/// What a fetch needs from other credentials, got before it queues for its permit (a permit
+/// held while waiting for another credential's refresh, which needs one too, could starve the
+/// limiter).
+pub(super) enum Prepared {
+    Nothing,
+    ComponentToken(Arc<Credential>),
 }
 
 impl Source {
@@ -26,7 +60,16 @@ impl Source {
     /// are handed out the same to every caller, so a node that cannot reach the store may
     /// fetch them alone and keep the answer in memory.
     pub(super) fn kills_predecessor(&self) -> bool {
-        matches!(self, Self::Token { api: TokenApi::Classic, .. })
+        matches!(
+            self,
+            Self::Token { api: TokenApi::Classic, .. } | Self::Component { .. } | Self::Authorizer { .. }
+        )
+    }
+
+    /// Whether the refresh takes its limiter permit before the lease (one call), rather than
+    /// inside the fetch (a ticket first needs the token).
+    pub(super) fn permit_first(&self) -> bool {
+        !matches!(self, Self::Ticket(_))
     }
 }
 
@@ -73,11 +116,12 @@ impl Inner {
         slot: &Slot,
         reason: Reason,
         permit: Option<Permit>,
-    ) -> std::result::Result<(Secret, u64), FlightError> {
+        prepared: Prepared,
+    ) -> std::result::Result<Fetch, FlightError> {
         let appid = slot.key.appid.as_str();
         let up = &self.upstream;
-        match &slot.source {
-            Source::Token { secret, api: TokenApi::Stable } => {
+        match (&slot.source, prepared) {
+            (Source::Token { secret, api: TokenApi::Stable }, _) => {
                 let force = reason == Reason::Forced;
                 self.call_upstream(
                     appid,
@@ -86,15 +130,36 @@ impl Inner {
                     up.stable_token(appid, secret, force),
                 )
                 .await
-                .map(|r| (r.access_token, r.expires_in))
+                .map(|r| Fetch::plain((r.access_token, r.expires_in)))
                 .map_err(FlightError::from_upstream)
             }
-            Source::Token { secret, api: TokenApi::Classic } => self
+            (Source::Token { secret, api: TokenApi::Classic }, _) => self
                 .call_upstream(appid, api::PATH_TOKEN, permit, up.classic_token(appid, secret))
                 .await
-                .map(|r| (r.access_token, r.expires_in))
+                .map(|r| Fetch::plain((r.access_token, r.expires_in)))
                 .map_err(FlightError::from_upstream),
-            Source::Ticket(tt) => self.fetch_ticket(appid, *tt).await,
+            (Source::Ticket(tt), _) => self.fetch_ticket(appid, *tt).await.map(Fetch::plain),
+            (Source::Component { secret }, _) => self.fetch_component_token(appid, secret, permit).await,
+            (Source::Authorizer { component }, Prepared::ComponentToken(ct)) => {
+                self.fetch_authorizer_token(component, appid, ct, permit).await
+            }
+            (Source::Authorizer { .. }, Prepared::Nothing) => {
+                Err(FlightError::other(FaultClass::Transient, "component_access_token unavailable"))
+            }
+        }
+    }
+
+    /// What the fetch of `slot` needs first (see [`Prepared`]).
+    pub(super) async fn prepare(self: &Arc<Self>, slot: &Slot) -> std::result::Result<Prepared, FlightError> {
+        match &slot.source {
+            Source::Authorizer { component } => {
+                let wait = self.config.read_wait + self.upstream.timeout();
+                self.get(component, CredentialKind::ComponentAccessToken, wait)
+                    .await
+                    .map(Prepared::ComponentToken)
+                    .map_err(|e| dependency_error("component_access_token", e))
+            }
+            _ => Ok(Prepared::Nothing),
         }
     }
 
@@ -106,13 +171,7 @@ impl Inner {
         tt: TicketType,
     ) -> std::result::Result<(Secret, u64), FlightError> {
         let wait = self.config.read_wait + self.upstream.timeout();
-        let dependency = |e: Error| match e {
-            Error::Unavailable { reason, .. } => FlightError::other(
-                FaultClass::Transient,
-                format!("access_token unavailable{}", reason.map(|r| format!(": {r}")).unwrap_or_default()),
-            ),
-            other => FlightError::other(FaultClass::Config, format!("access_token: {other}")),
-        };
+        let dependency = |e: Error| dependency_error("access_token", e);
         let token = self.get(appid, CredentialKind::AccessToken, wait).await.map_err(dependency)?;
         let up = &self.upstream;
         match self.call_upstream(appid, api::PATH_GETTICKET, None, up.ticket(appid, &token.value, tt)).await {
@@ -137,5 +196,16 @@ impl Inner {
             }
             Err(e) => Err(FlightError::from_upstream(e)),
         }
+    }
+}
+
+/// A fetch that needs another credential which is not to be had.
+pub(super) fn dependency_error(what: &str, e: Error) -> FlightError {
+    match e {
+        Error::Unavailable { reason, .. } => FlightError::other(
+            FaultClass::Transient,
+            format!("{what} unavailable{}", reason.map(|r| format!(": {r}")).unwrap_or_default()),
+        ),
+        other => FlightError::other(FaultClass::Config, format!("{what}: {other}")),
     }
 }

@@ -1,9 +1,10 @@
 //! In-memory store for tests and `kind = "memory"`: nothing survives the process.
 
 use super::{
-    AppStore, Change, ChangeFeed, CredentialStore, FEED_CAPACITY, Lease, LeaseStore, NewCredential,
-    QuotaStore, SecretStore, Store,
+    AppStore, AuthorizerStore, Change, ChangeFeed, CredentialStore, FEED_CAPACITY, Lease, LeaseStore,
+    NewCredential, QuotaStore, SecretStore, Store,
 };
+use crate::authorizer::{AuthorizerRecord, AuthorizerWrite, code_name, refresh_token_name};
 use crate::error::Result;
 use crate::kind::AppSpec;
 use crate::kind::{Credential, CredentialKey};
@@ -42,6 +43,41 @@ struct Inner {
     quotas: HashMap<(String, String, String), u64>,
     leases: HashMap<String, LeaseRow>,
     apps: BTreeMap<String, AppSpec>,
+    authorizers: BTreeMap<String, AuthorizerRecord>,
+}
+
+impl Inner {
+    /// Whether `rec` may replace what is stored (its event is not older).
+    fn accepts(&self, rec: &AuthorizerRecord) -> bool {
+        self.authorizers.get(&rec.authorizer_appid).is_none_or(|old| old.event_ms <= rec.event_ms)
+    }
+
+    fn write_credential(
+        &mut self,
+        key: &CredentialKey,
+        cred: &NewCredential,
+        lease: &Lease,
+    ) -> Option<Credential> {
+        if self.leases.get(&lease.name).is_none_or(|l| l.fence != lease.fence) {
+            return None;
+        }
+        let stored = self.credentials.get(key).map(|c| c.version);
+        let version = stored.map_or(lease.fence, |v| lease.fence.max(v.saturating_add(1)));
+        let written = cred.clone().with_version(version);
+        self.credentials.insert(key.clone(), written.clone());
+        if let Some(l) = self.leases.get_mut(&lease.name) {
+            l.until = Instant::now();
+        }
+        Some(written)
+    }
+
+    fn forget_credentials(&mut self, appid: &str) {
+        let prefix = super::lease_prefix(appid);
+        for kind in crate::kind::CredentialKind::ALL {
+            self.credentials.remove(&CredentialKey::new(appid, kind));
+            self.leases.remove(&format!("{prefix}{kind}"));
+        }
+    }
 }
 
 impl MemoryStore {
@@ -68,21 +104,12 @@ impl CredentialStore for MemoryStore {
         cred: &NewCredential,
         lease: &Lease,
     ) -> Result<Option<Credential>> {
-        let mut inner = self.lock();
-        if inner.leases.get(&lease.name).is_none_or(|l| l.fence != lease.fence) {
-            return Ok(None);
+        let written = self.lock().write_credential(key, cred, lease);
+        if written.is_some() {
+            // No subscriber is fine: nobody to tell.
+            let _ = self.feed.send(Change::Credential(key.clone()));
         }
-        let stored = inner.credentials.get(key).map(|c| c.version);
-        let version = stored.map_or(lease.fence, |v| lease.fence.max(v.saturating_add(1)));
-        let written = cred.clone().with_version(version);
-        inner.credentials.insert(key.clone(), written.clone());
-        if let Some(l) = inner.leases.get_mut(&lease.name) {
-            l.until = Instant::now();
-        }
-        drop(inner);
-        // No subscriber is fine: nobody to tell.
-        let _ = self.feed.send(Change::Credential(key.clone()));
-        Ok(Some(written))
+        Ok(written)
     }
 
     async fn load_credentials(&self) -> Result<Vec<(CredentialKey, Credential)>> {
@@ -90,12 +117,7 @@ impl CredentialStore for MemoryStore {
     }
 
     async fn delete_credentials(&self, appid: &str) -> Result<()> {
-        let mut inner = self.lock();
-        let prefix = super::lease_prefix(appid);
-        for kind in crate::kind::CredentialKind::ALL {
-            inner.credentials.remove(&CredentialKey::new(appid, kind));
-            inner.leases.remove(&format!("{prefix}{kind}"));
-        }
+        self.lock().forget_credentials(appid);
         Ok(())
     }
 }
@@ -129,6 +151,86 @@ impl AppStore for MemoryStore {
 
     async fn load_apps(&self) -> Result<Vec<AppSpec>> {
         Ok(self.lock().apps.values().cloned().collect())
+    }
+}
+
+#[async_trait]
+impl AuthorizerStore for MemoryStore {
+    async fn put_authorizers(&self, recs: &[(AuthorizerRecord, Option<Secret>)]) -> Result<Vec<bool>> {
+        let mut inner = self.lock();
+        let mut written = Vec::with_capacity(recs.len());
+        for (rec, refresh_token) in recs {
+            let ok = inner.accepts(rec);
+            if ok {
+                inner.authorizers.insert(rec.authorizer_appid.clone(), rec.clone());
+                if let Some(rt) = refresh_token {
+                    inner.secrets.insert(refresh_token_name(&rec.authorizer_appid), rt.clone());
+                }
+            }
+            written.push(ok);
+        }
+        drop(inner);
+        for ((rec, _), ok) in recs.iter().zip(&written) {
+            if *ok {
+                let _ = self.feed.send(Change::App(rec.authorizer_appid.clone()));
+            }
+        }
+        Ok(written)
+    }
+
+    async fn put_authorizer_token(
+        &self,
+        key: &CredentialKey,
+        cred: &NewCredential,
+        lease: &Lease,
+        write: AuthorizerWrite<'_>,
+    ) -> Result<Option<Credential>> {
+        let mut inner = self.lock();
+        if write.record.is_some_and(|r| !inner.accepts(r))
+            || inner.leases.get(&lease.name).is_none_or(|l| l.fence != lease.fence)
+        {
+            return Ok(None);
+        }
+        let written = inner.write_credential(key, cred, lease);
+        inner.secrets.insert(refresh_token_name(&key.appid), write.refresh_token.clone());
+        if let Some(rec) = write.record {
+            inner.authorizers.insert(rec.authorizer_appid.clone(), rec.clone());
+            if let Some(d) = write.code_digest {
+                inner.secrets.insert(code_name(&rec.component_appid, d), Secret::new(key.appid.clone()));
+            }
+        }
+        drop(inner);
+        if write.record.is_some() {
+            let _ = self.feed.send(Change::App(key.appid.clone()));
+        }
+        let _ = self.feed.send(Change::Credential(key.clone()));
+        Ok(written)
+    }
+
+    async fn get_authorizer(&self, appid: &str) -> Result<Option<AuthorizerRecord>> {
+        Ok(self.lock().authorizers.get(appid).cloned())
+    }
+
+    async fn load_authorizers(&self) -> Result<Vec<AuthorizerRecord>> {
+        Ok(self.lock().authorizers.values().cloned().collect())
+    }
+
+    async fn get_refresh_token(&self, appid: &str) -> Result<Option<Secret>> {
+        Ok(self.lock().secrets.get(&refresh_token_name(appid)).cloned())
+    }
+
+    async fn unauthorize(&self, component: &str, appid: &str, event_ms: i64) -> Result<bool> {
+        let mut inner = self.lock();
+        let tomb = crate::authorizer::tombstone(component, appid, event_ms, inner.authorizers.get(appid));
+        if !inner.accepts(&tomb) {
+            return Ok(false);
+        }
+        inner.authorizers.insert(appid.to_owned(), tomb);
+        inner.secrets.remove(&refresh_token_name(appid));
+        inner.forget_credentials(appid);
+        drop(inner);
+        let _ = self.feed.send(Change::App(appid.to_owned()));
+        Ok(true)
     }
 }
 

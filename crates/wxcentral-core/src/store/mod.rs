@@ -10,6 +10,7 @@ mod sqlite;
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
+use crate::authorizer::{AuthorizerRecord, AuthorizerWrite};
 use crate::error::Result;
 use crate::kind::{AppKind, AppSpec, Credential, CredentialKey, TokenApi};
 use crate::seal::Sealer;
@@ -80,6 +81,42 @@ pub trait SecretStore: Send + Sync {
     async fn list_secrets(&self, prefix: &str) -> Result<Vec<String>>;
 }
 
+/// The open platform's authorizers: a record each (state, permissions, the event that set
+/// them) with the refresh token sealed beside it. Refresh tokens are what WeChat cannot give
+/// back without the merchant (or its authorizer list), so every write here is durable when the
+/// call returns, and a rotated one is written in the same transaction as the token it came with.
+#[async_trait]
+pub trait AuthorizerStore: Send + Sync {
+    /// Writes each record and, when given, its refresh token, in one transaction, except those
+    /// whose stored record has a newer event (a later `unauthorized` stands): those write
+    /// nothing and answer `false`.
+    async fn put_authorizers(&self, recs: &[(AuthorizerRecord, Option<Secret>)]) -> Result<Vec<bool>>;
+    /// [`AuthorizerStore::put_authorizers`] of one.
+    async fn put_authorizer(&self, rec: &AuthorizerRecord, refresh_token: Option<&Secret>) -> Result<bool> {
+        let written = self.put_authorizers(&[(rec.clone(), refresh_token.cloned())]).await?;
+        Ok(written.first().copied().unwrap_or(false))
+    }
+    /// [`CredentialStore::put_credential`] of an authorizer's access token together with what
+    /// `write` carries, in one transaction: all of it or (a newer lease grant, or a record
+    /// newer than `write.record`) none of it.
+    async fn put_authorizer_token(
+        &self,
+        key: &CredentialKey,
+        cred: &NewCredential,
+        lease: &Lease,
+        write: AuthorizerWrite<'_>,
+    ) -> Result<Option<Credential>>;
+    async fn get_authorizer(&self, appid: &str) -> Result<Option<AuthorizerRecord>>;
+    /// Every record, tombstones included.
+    async fn load_authorizers(&self) -> Result<Vec<AuthorizerRecord>>;
+    async fn get_refresh_token(&self, appid: &str) -> Result<Option<Secret>>;
+    /// The merchant revoked the authorization at `event_ms`: the record becomes a tombstone
+    /// (one is written if there was no record, so a late `authorized` push cannot bring it
+    /// in) and its refresh token, credentials and leases go, in one transaction. Refused
+    /// (`false`) when the stored record is newer than the event.
+    async fn unauthorize(&self, component: &str, appid: &str, event_ms: i64) -> Result<bool>;
+}
+
 /// Per-app, per-endpoint call counts of a WeChat day (see [`crate::quota::wechat_day`]).
 #[async_trait]
 pub trait QuotaStore: Send + Sync {
@@ -114,7 +151,7 @@ pub trait LeaseStore: Send + Sync {
 pub enum Change {
     /// A new value of this credential was written.
     Credential(CredentialKey),
-    /// A runtime app was added, changed or removed.
+    /// A runtime app or an authorizer was added, changed or removed.
     App(String),
     /// Changes were missed (a lagging receiver, a feed that lost its place): look at
     /// everything again.
@@ -130,7 +167,14 @@ pub trait ChangeFeed: Send + Sync {
 /// Everything the engine needs from a backend.
 #[async_trait]
 pub trait Store:
-    CredentialStore + SecretStore + AppStore + QuotaStore + LeaseStore + ChangeFeed + std::fmt::Debug
+    CredentialStore
+    + SecretStore
+    + AppStore
+    + AuthorizerStore
+    + QuotaStore
+    + LeaseStore
+    + ChangeFeed
+    + std::fmt::Debug
 {
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<()>;
@@ -182,7 +226,14 @@ impl AppRow {
     }
 
     pub(crate) fn into_spec(self, appid: String, secret: wechat_proto::Secret) -> AppSpec {
-        AppSpec { appid, secret, kind: self.kind, token_api: self.token_api, tickets: self.tickets }
+        AppSpec {
+            appid,
+            secret,
+            kind: self.kind,
+            token_api: self.token_api,
+            tickets: self.tickets,
+            role: crate::kind::Role::App,
+        }
     }
 }
 

@@ -10,9 +10,10 @@
 //! serializes writers anyway, and a runtime worker must never wait on disk or on the busy timeout.
 
 use super::{
-    AppRow, AppStore, Change, ChangeFeed, CredentialStore, FEED_CAPACITY, Lease, LeaseStore, NewCredential,
-    QuotaStore, SecretStore, Store, need_sealer,
+    AppRow, AppStore, AuthorizerStore, Change, ChangeFeed, CredentialStore, FEED_CAPACITY, Lease, LeaseStore,
+    NewCredential, QuotaStore, SecretStore, Store, need_sealer,
 };
+use crate::authorizer::{AuthorizerRecord, AuthorizerWrite, code_name, refresh_token_name, tombstone};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::kind::AppSpec;
@@ -28,7 +29,7 @@ use tokio::sync::broadcast;
 use wechat_proto::Secret;
 
 /// The schema this build writes. Bump it with a migration step in [`migrate`].
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 /// How long a statement waits for another process holding the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Quota rows older than this are pruned at open: the books only matter for today.
@@ -386,6 +387,18 @@ fn migrate(conn: &Connection) -> std::result::Result<(), MigrateError> {
                  INSERT INTO schema_version (version) VALUES (3);",
             )?;
         }
+        if found.is_none_or(|v| v < 4) {
+            // 4: the open platform's authorizers (refresh tokens live sealed in `secrets`).
+            conn.execute_batch(
+                "CREATE TABLE authorizers (
+                     appid TEXT PRIMARY KEY NOT NULL,
+                     component TEXT NOT NULL,
+                     event_ms INTEGER NOT NULL,
+                     record TEXT NOT NULL
+                 );
+                 INSERT INTO schema_version (version) VALUES (4);",
+            )?;
+        }
         Ok(())
     })();
     match result {
@@ -438,43 +451,11 @@ impl CredentialStore for SqliteStore {
         let (key, cred, lease) = (key.clone(), cred.clone(), lease.clone());
         self.run("put_credential", move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let granted: Option<i64> = tx
-                .query_row("SELECT fence FROM leases WHERE name = ?1", params![lease.name], |r| r.get(0))
-                .optional()?;
-            if granted.is_none_or(|g| u64::try_from(g).ok() != Some(lease.fence)) {
-                return Ok(None);
+            let written = write_credential(&tx, &key, &cred, &lease)?;
+            if written.is_some() {
+                tx.commit()?;
             }
-            let stored: Option<i64> = tx
-                .query_row(
-                    "SELECT version FROM credentials WHERE appid = ?1 AND kind = ?2",
-                    params![key.appid, key.kind.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let stored = stored.and_then(|v| u64::try_from(v).ok());
-            let version = stored.map_or(lease.fence, |v| lease.fence.max(v.saturating_add(1)));
-            let written = cred.with_version(version);
-            tx.execute(
-                "INSERT INTO credentials (appid, kind, value, expires_at_ms, fetched_at_ms, version)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (appid, kind) DO UPDATE SET
-                     value = excluded.value,
-                     expires_at_ms = excluded.expires_at_ms,
-                     fetched_at_ms = excluded.fetched_at_ms,
-                     version = excluded.version",
-                params![
-                    key.appid,
-                    key.kind.as_str(),
-                    written.value.expose(),
-                    written.expires_at_ms,
-                    written.fetched_at_ms,
-                    version_to_sql(version)?
-                ],
-            )?;
-            log_change(&tx, &key.appid, key.kind.as_str())?;
-            tx.execute("UPDATE leases SET until_ms = 0 WHERE name = ?1", params![lease.name])?;
-            tx.commit()?;
-            Ok(Some(written))
+            Ok(written)
         })
         .await
     }
@@ -513,6 +494,52 @@ impl CredentialStore for SqliteStore {
         })
         .await
     }
+}
+
+/// A fenced credential write inside `tx` (see [`CredentialStore::put_credential`]); `None`
+/// when a newer grant of the lease exists, with nothing written.
+fn write_credential(
+    tx: &rusqlite::Transaction<'_>,
+    key: &CredentialKey,
+    cred: &NewCredential,
+    lease: &Lease,
+) -> rusqlite::Result<Option<Credential>> {
+    let granted: Option<i64> = tx
+        .query_row("SELECT fence FROM leases WHERE name = ?1", params![lease.name], |r| r.get(0))
+        .optional()?;
+    if granted.is_none_or(|g| u64::try_from(g).ok() != Some(lease.fence)) {
+        return Ok(None);
+    }
+    let stored: Option<i64> = tx
+        .query_row(
+            "SELECT version FROM credentials WHERE appid = ?1 AND kind = ?2",
+            params![key.appid, key.kind.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let stored = stored.and_then(|v| u64::try_from(v).ok());
+    let version = stored.map_or(lease.fence, |v| lease.fence.max(v.saturating_add(1)));
+    let written = cred.clone().with_version(version);
+    tx.execute(
+        "INSERT INTO credentials (appid, kind, value, expires_at_ms, fetched_at_ms, version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (appid, kind) DO UPDATE SET
+             value = excluded.value,
+             expires_at_ms = excluded.expires_at_ms,
+             fetched_at_ms = excluded.fetched_at_ms,
+             version = excluded.version",
+        params![
+            key.appid,
+            key.kind.as_str(),
+            written.value.expose(),
+            written.expires_at_ms,
+            written.fetched_at_ms,
+            version_to_sql(version)?
+        ],
+    )?;
+    log_change(tx, &key.appid, key.kind.as_str())?;
+    tx.execute("UPDATE leases SET until_ms = 0 WHERE name = ?1", params![lease.name])?;
+    Ok(Some(written))
 }
 
 /// An app's credentials and leases (a refresh in flight then has no lease to write under).
@@ -612,6 +639,167 @@ impl SqliteStore {
         let secret =
             need_sealer(self.sealer.as_ref(), "an app secret")?.open(&app_secret_name(&appid), secret)?;
         Ok(row.into_spec(appid, secret))
+    }
+}
+
+/// The stored event time of an authorizer, if any.
+fn authorizer_event(tx: &rusqlite::Transaction<'_>, appid: &str) -> rusqlite::Result<Option<i64>> {
+    tx.query_row("SELECT event_ms FROM authorizers WHERE appid = ?1", params![appid], |r| r.get(0)).optional()
+}
+
+fn write_authorizer(
+    tx: &rusqlite::Transaction<'_>,
+    rec: &AuthorizerRecord,
+    json: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO authorizers (appid, component, event_ms, record) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (appid) DO UPDATE SET
+             component = excluded.component, event_ms = excluded.event_ms, record = excluded.record",
+        params![rec.authorizer_appid, rec.component_appid, rec.event_ms, json],
+    )?;
+    log_change(tx, &rec.authorizer_appid, APP_CHANGE)
+}
+
+fn write_secret(tx: &rusqlite::Transaction<'_>, name: &str, sealed: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO secrets (name, value) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        params![name, sealed],
+    )
+    .map(drop)
+}
+
+fn record_json(rec: &AuthorizerRecord) -> Result<String> {
+    serde_json::to_string(rec).map_err(|e| Error::Store(format!("authorizer row: {e}")))
+}
+
+fn record_from_json(appid: &str, json: &str) -> Result<AuthorizerRecord> {
+    serde_json::from_str(json).map_err(|e| Error::Store(format!("authorizer {appid}: unreadable row: {e}")))
+}
+
+#[async_trait]
+impl AuthorizerStore for SqliteStore {
+    async fn put_authorizers(&self, recs: &[(AuthorizerRecord, Option<Secret>)]) -> Result<Vec<bool>> {
+        let rows = recs
+            .iter()
+            .map(|(rec, rt)| {
+                let name = refresh_token_name(&rec.authorizer_appid);
+                let sealed = rt
+                    .as_ref()
+                    .map(|rt| need_sealer(self.sealer.as_ref(), "a refresh token")?.seal(&name, rt))
+                    .transpose()?;
+                Ok((rec.clone(), record_json(rec)?, name, sealed))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.run("put_authorizers", move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut written = Vec::with_capacity(rows.len());
+            for (rec, json, name, sealed) in &rows {
+                if authorizer_event(&tx, &rec.authorizer_appid)?.is_some_and(|e| e > rec.event_ms) {
+                    written.push(false);
+                    continue;
+                }
+                write_authorizer(&tx, rec, json)?;
+                if let Some(sealed) = sealed {
+                    write_secret(&tx, name, sealed)?;
+                }
+                written.push(true);
+            }
+            tx.commit()?;
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn put_authorizer_token(
+        &self,
+        key: &CredentialKey,
+        cred: &NewCredential,
+        lease: &Lease,
+        write: AuthorizerWrite<'_>,
+    ) -> Result<Option<Credential>> {
+        let sealer = need_sealer(self.sealer.as_ref(), "a refresh token")?;
+        let rt_name = refresh_token_name(&key.appid);
+        let rt = sealer.seal(&rt_name, write.refresh_token)?;
+        let record = write.record.map(|r| Ok::<_, Error>((r.clone(), record_json(r)?))).transpose()?;
+        let code = match (write.record, write.code_digest) {
+            (Some(r), Some(d)) => {
+                let name = code_name(&r.component_appid, d);
+                let sealed = sealer.seal(&name, &Secret::new(key.appid.clone()))?;
+                Some((name, sealed))
+            }
+            _ => None,
+        };
+        let (key, cred, lease) = (key.clone(), cred.clone(), lease.clone());
+        self.run("put_authorizer_token", move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some((rec, _)) = &record
+                && authorizer_event(&tx, &rec.authorizer_appid)?.is_some_and(|e| e > rec.event_ms)
+            {
+                return Ok(None);
+            }
+            let Some(written) = write_credential(&tx, &key, &cred, &lease)? else { return Ok(None) };
+            write_secret(&tx, &rt_name, &rt)?;
+            if let Some((rec, json)) = &record {
+                write_authorizer(&tx, rec, json)?;
+            }
+            if let Some((name, sealed)) = &code {
+                write_secret(&tx, name, sealed)?;
+            }
+            tx.commit()?;
+            Ok(Some(written))
+        })
+        .await
+    }
+
+    async fn get_authorizer(&self, appid: &str) -> Result<Option<AuthorizerRecord>> {
+        let id = appid.to_owned();
+        let row = self
+            .run("get_authorizer", move |c| {
+                c.query_row("SELECT record FROM authorizers WHERE appid = ?1", params![id], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()
+            })
+            .await?;
+        row.map(|json| record_from_json(appid, &json)).transpose()
+    }
+
+    async fn load_authorizers(&self) -> Result<Vec<AuthorizerRecord>> {
+        let rows = self
+            .run("load_authorizers", |c| {
+                let mut stmt = c.prepare("SELECT appid, record FROM authorizers ORDER BY appid")?;
+                let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        rows.iter().map(|(appid, json)| record_from_json(appid, json)).collect()
+    }
+
+    async fn get_refresh_token(&self, appid: &str) -> Result<Option<Secret>> {
+        self.get_secret(&refresh_token_name(appid)).await
+    }
+
+    async fn unauthorize(&self, component: &str, appid: &str, event_ms: i64) -> Result<bool> {
+        let old = self.get_authorizer(appid).await?;
+        let tomb = tombstone(component, appid, event_ms, old.as_ref());
+        let json = record_json(&tomb)?;
+        self.run("unauthorize", move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if authorizer_event(&tx, &tomb.authorizer_appid)?.is_some_and(|e| e > tomb.event_ms) {
+                return Ok(false);
+            }
+            write_authorizer(&tx, &tomb, &json)?;
+            tx.execute(
+                "DELETE FROM secrets WHERE name = ?1",
+                params![refresh_token_name(&tomb.authorizer_appid)],
+            )?;
+            delete_app_rows(&tx, &tomb.authorizer_appid)?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
     }
 }
 

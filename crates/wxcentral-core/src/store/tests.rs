@@ -149,6 +149,86 @@ async fn secrets_round_trip(store: &dyn Store) {
     store.ping().await.unwrap();
 }
 
+async fn authorizers_keep_refresh_tokens_and_tombstones(store: &dyn Store) {
+    use crate::authorizer::{AuthorizerRecord, AuthorizerState, AuthorizerWrite};
+    let rec = |state, event_ms| AuthorizerRecord {
+        component_appid: "wxcomp".into(),
+        authorizer_appid: "wxauth".into(),
+        state,
+        func_info: vec![1, 15],
+        event_ms,
+        updated_ms: event_ms,
+    };
+    let mut rx = store.subscribe();
+    assert_eq!(store.get_authorizer("wxauth").await.unwrap(), None);
+    assert!(
+        store
+            .put_authorizer(&rec(AuthorizerState::Authorized, 100), Some(&Secret::from("rt1")))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_authorizer("wxauth").await.unwrap(), Some(rec(AuthorizerState::Authorized, 100)));
+    assert_eq!(store.get_refresh_token("wxauth").await.unwrap(), Some(Secret::from("rt1")));
+    assert_eq!(rx.recv().await.unwrap(), Change::App("wxauth".into()));
+    // The token and the rotated refresh token land together, fenced like any credential.
+    let key = CredentialKey::new("wxauth", CredentialKind::AccessToken);
+    let l = lease(store, "refresh:wxauth:access_token", "n1").await;
+    let w = AuthorizerWrite { refresh_token: &Secret::from("rt2"), record: None, code_digest: None };
+    let t = store.put_authorizer_token(&key, &new("tok1"), &l, w).await.unwrap().expect("lease stands");
+    assert_eq!(store.get_credential(&key).await.unwrap(), Some(t));
+    assert_eq!(store.get_refresh_token("wxauth").await.unwrap(), Some(Secret::from("rt2")));
+    // A late writer changes neither.
+    let l2 = lease(store, "refresh:wxauth:access_token", "n2").await;
+    let late = AuthorizerWrite { refresh_token: &Secret::from("rt-late"), record: None, code_digest: None };
+    assert_eq!(store.put_authorizer_token(&key, &new("late"), &l, late).await.unwrap(), None);
+    assert_eq!(store.get_refresh_token("wxauth").await.unwrap(), Some(Secret::from("rt2")));
+    // An authorization written with its token marks the code as exchanged.
+    let updated = rec(AuthorizerState::Authorized, 200);
+    let w = AuthorizerWrite {
+        refresh_token: &Secret::from("rt3"),
+        record: Some(&updated),
+        code_digest: Some("d1"),
+    };
+    store.put_authorizer_token(&key, &new("tok2"), &l2, w).await.unwrap().expect("written");
+    assert_eq!(store.get_secret("auth_code:wxcomp:d1").await.unwrap(), Some(Secret::from("wxauth")));
+    assert_eq!(store.get_authorizer("wxauth").await.unwrap(), Some(updated.clone()));
+    // unauthorized: a tombstone; the refresh token, values and leases are gone.
+    assert!(!store.unauthorize("wxcomp", "wxauth", 150).await.unwrap(), "older than the record");
+    assert!(store.unauthorize("wxcomp", "wxauth", 300).await.unwrap());
+    let tomb = store.get_authorizer("wxauth").await.unwrap().unwrap();
+    assert_eq!(
+        (tomb.state, tomb.event_ms, tomb.func_info),
+        (AuthorizerState::Unauthorized, 300, vec![1, 15])
+    );
+    assert_eq!(store.get_refresh_token("wxauth").await.unwrap(), None);
+    assert_eq!(store.get_credential(&key).await.unwrap(), None);
+    // A late push (older than the tombstone) cannot bring it back, in either write.
+    assert!(
+        !store
+            .put_authorizer(&rec(AuthorizerState::Authorized, 250), Some(&Secret::from("rt4")))
+            .await
+            .unwrap()
+    );
+    let l3 = lease(store, "refresh:wxauth:access_token", "n3").await;
+    let old = rec(AuthorizerState::Authorized, 260);
+    let w = AuthorizerWrite { refresh_token: &Secret::from("rt5"), record: Some(&old), code_digest: None };
+    assert_eq!(store.put_authorizer_token(&key, &new("tok3"), &l3, w).await.unwrap(), None);
+    assert_eq!(store.get_refresh_token("wxauth").await.unwrap(), None);
+    assert_eq!(store.get_authorizer("wxauth").await.unwrap().unwrap().state, AuthorizerState::Unauthorized);
+    // A re-authorization after it does.
+    assert!(
+        store
+            .put_authorizer(&rec(AuthorizerState::Authorized, 400), Some(&Secret::from("rt6")))
+            .await
+            .unwrap()
+    );
+    // An unauthorized push for an authorizer never seen leaves a tombstone too.
+    assert!(store.unauthorize("wxcomp", "wxnever", 500).await.unwrap());
+    let all = store.load_authorizers().await.unwrap();
+    let states: Vec<_> = all.iter().map(|r| (r.authorizer_appid.as_str(), r.state)).collect();
+    assert_eq!(states, [("wxauth", AuthorizerState::Authorized), ("wxnever", AuthorizerState::Unauthorized)]);
+}
+
 fn sealer() -> Arc<crate::seal::Sealer> {
     Arc::new(crate::seal::Sealer::new(&crate::seal::Sealer::generate_key(), &[]).unwrap())
 }
@@ -169,6 +249,7 @@ async fn apps_round_trip_and_take_their_credentials_along(store: &dyn Store) {
         kind: AppKind::MiniProgram,
         token_api: TokenApi::Classic,
         tickets: vec![TicketType::Jsapi],
+        role: crate::kind::Role::App,
     };
     assert_eq!(store.get_app("wxrt").await.unwrap(), None);
     store.put_apps(std::slice::from_ref(&app)).await.unwrap();
@@ -222,6 +303,7 @@ async fn conformance(make: impl Fn() -> Arc<dyn Store>) {
     leases_are_exclusive_until_expiry(&*make()).await;
     quota_counts_per_day(&*make()).await;
     secrets_round_trip(&*make()).await;
+    authorizers_keep_refresh_tokens_and_tombstones(&*make()).await;
     let s = make();
     changes_reach_subscribers(&*s, &*s, Duration::from_millis(250)).await;
 }
@@ -248,7 +330,7 @@ async fn memory_store_conforms() {
 async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let mut stores = Vec::new();
-    for i in 0..9 {
+    for i in 0..10 {
         stores.push(Arc::new(
             SqliteStore::open_sealed(&dir.path().join(format!("s{i}.db")), Some(sealer())).await.unwrap(),
         ) as _);
@@ -416,6 +498,7 @@ async fn sqlite_refuses_secrets_without_a_key_and_never_writes_them_in_clear() {
         kind: AppKind::OfficialAccount,
         token_api: TokenApi::Stable,
         tickets: vec![],
+        role: crate::kind::Role::App,
     };
     {
         let plain = SqliteStore::open(&path).await.unwrap();

@@ -173,9 +173,15 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: &Config) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, config).await
+    }
+
+    /// [`Server::start`] on a listener bound earlier (the simulator must know where to push
+    /// before the server exists).
+    pub async fn start_on(listener: tokio::net::TcpListener, config: &Config) -> Server {
         capture();
         let state = wxcentral::build_state(config).await.expect("server state builds");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {

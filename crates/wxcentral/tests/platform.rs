@@ -1,0 +1,601 @@
+//! The open platform over real HTTP: WeChat's pushes (from the simulator) to the hub's
+//! callback, the component token, the authorization flow, authorizers' tokens and tickets, and
+//! what the hub does with forged or repeated pushes.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use wechat_proto::Secret;
+use wechat_proto::api::TicketType;
+use wechat_proto::crypto::MsgCrypt;
+use wechat_sim::{SimComponent, SimConfig, SimHandle};
+use wxcentral::config::{ClientConfig, ComponentConfig, Config, hash_key};
+
+pub const COMP: &str = "wxc0mp0nent00001";
+const COMP_SECRET: &str = "component-secret-7f3a9b2c1d";
+const MSG_TOKEN: &str = "component-msg-token-5e6f";
+const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const PLATFORM_KEY: &str = "test-platform-key-9a8b7c6d5e";
+
+/// A simulator with one component pushing to `hub`'s callback, and the hub's config for it
+/// (memory store unless changed), with a client scoped to the component.
+async fn platform_sim(hub: &str, tweak: impl FnOnce(SimComponent) -> SimComponent) -> SimHandle {
+    let comp = SimComponent::new(COMP, COMP_SECRET, MSG_TOKEN, AES_KEY)
+        .push_url(format!("{hub}/callback/component/{COMP}"))
+        .push_interval(3600);
+    wechat_sim::start_on("127.0.0.1:0", SimConfig::new().component(tweak(comp)))
+        .await
+        .expect("simulator starts")
+}
+
+fn platform_config(sim: &SimHandle) -> Config {
+    let mut c = config(sim, &[]);
+    c.components = vec![ComponentConfig {
+        appid: COMP.into(),
+        secret: Secret::from(COMP_SECRET),
+        token: Secret::from(MSG_TOKEN),
+        encoding_aes_key: Secret::from(AES_KEY),
+        tickets: vec![TicketType::Jsapi],
+        after_authorize_url: Some("https://admin.example.com/done?from=hub".into()),
+        previous_encoding_aes_key: None,
+    }];
+    c.clients.push(ClientConfig {
+        name: "platform".into(),
+        key_sha256: hash_key(PLATFORM_KEY),
+        apps: vec![format!("component:{COMP}")],
+        refresh: true,
+        admin: false,
+    });
+    c
+}
+
+async fn wait_for<T>(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if t0.elapsed() >= limit {
+            let logs = logs();
+            let tail: Vec<&str> =
+                logs.lines().filter(|l| !l.contains("DEBUG") && !l.contains("TRACE")).collect();
+            panic!(
+                "{what}: not within {limit:?}; log tail:\n{}",
+                tail[tail.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn sim_post(sim: &SimHandle, path: &str, body: Value) -> Value {
+    let r = http().post(format!("{}{path}", sim.base_url())).json(&body).send().await.unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert!(status.is_success(), "{path}: {v}");
+    v
+}
+
+/// Whether WeChat (the simulator) takes `token` as a component token.
+async fn sim_accepts_component_token(sim: &SimHandle, token: &str) -> bool {
+    let v: Value = http()
+        .post(format!("{}/cgi-bin/component/api_create_preauthcode", sim.base_url()))
+        .query(&[("component_access_token", token)])
+        .json(&json!({ "component_appid": COMP }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v.get("pre_auth_code").is_some()
+}
+
+async fn component_token(server: &Server) -> Value {
+    let url = server.url(&format!("/v1/components/{COMP}/component_access_token"));
+    wait_for(Duration::from_secs(15), "component token", async || {
+        let (s, v) = get_json(&http(), &url, PLATFORM_KEY).await;
+        (s == 200).then_some(v)
+    })
+    .await
+}
+
+/// Authorizes `authorizer` through the hub's authorization URL and the simulator's consent;
+/// returns the landing URL WeChat redirects the browser to.
+async fn consent(sim: &SimHandle, server: &Server, authorizer: &str) -> String {
+    let landing = server.url(&format!("/callback/component/{COMP}/authorized"));
+    let (s, v) = post_json(
+        &http(),
+        &server.url(&format!("/v1/components/{COMP}/authorization_url")),
+        PLATFORM_KEY,
+        Some(json!({ "redirect_uri": landing, "auth_type": 3 })),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let url = v["url"].as_str().unwrap();
+    let pre = v["pre_auth_code"].as_str().unwrap();
+    assert!(url.starts_with("https://mp.weixin.qq.com/cgi-bin/componentloginpage?component_appid="), "{url}");
+    assert!(url.contains("auth_type=3"), "{url}");
+    let v = sim_post(
+        sim,
+        "/__sim/authorize",
+        json!({ "component_appid": COMP, "pre_auth_code": pre, "authorizer_appid": authorizer, "redirect_uri": landing }),
+    )
+    .await;
+    v["redirect_uri"].as_str().expect("the browser's redirect").to_owned()
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_flow_from_ticket_to_unauthorized() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hub = format!("http://{}", listener.local_addr().unwrap());
+    let sim = platform_sim(&hub, |c| {
+        let mut c = c.authorizer_ttl(8);
+        c.overlap_secs = 2;
+        c
+    })
+    .await;
+    let mut config = platform_config(&sim);
+    config.refresh.token_overlap_secs = Some(2);
+    let server = Server::start_on(listener, &config).await;
+
+    // No ticket yet: the hub asks WeChat to push one, keeps it and fetches the component token.
+    let ct = component_token(&server).await;
+    assert_eq!(ct["kind"], "component_access_token");
+    assert!(sim_accepts_component_token(&sim, ct["value"].as_str().unwrap()).await);
+    assert!(sim.calls(COMP, "/cgi-bin/component/api_start_push_ticket") >= 1);
+    let (s, status) = get_json(&http(), &server.url(&format!("/v1/components/{COMP}")), PLATFORM_KEY).await;
+    assert_eq!(s, 200, "{status}");
+    assert_eq!(status["verify_ticket_stale"], false, "{status}");
+
+    // Consent: the browser lands on the hub, which exchanges the code and redirects.
+    let authz = "wxauth0rizer0001";
+    let redirect = consent(&sim, &server, authz).await;
+    let r = no_redirects().get(&redirect).send().await.unwrap();
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        location,
+        format!("https://admin.example.com/done?from=hub&authorizer_appid={authz}&component_appid={COMP}")
+    );
+    // The same code also came by push: exchanged once.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(sim.calls(COMP, "/cgi-bin/component/api_query_auth"), 1);
+
+    // The authorizer is served like an app, to a key scoped to the component.
+    let token_url = server.url(&format!("/v1/apps/{authz}/access_token"));
+    let (s, tok) = get_json(&http(), &token_url, PLATFORM_KEY).await;
+    assert_eq!(s, 200, "{tok}");
+    sim_accepts(&sim, tok["value"].as_str().unwrap()).await.expect("authorizer token valid at WeChat");
+    let (s, ticket) =
+        get_json(&http(), &server.url(&format!("/v1/apps/{authz}/jsapi_ticket")), PLATFORM_KEY).await;
+    assert_eq!(s, 200, "{ticket}");
+    // The reader key (one app) may not see it.
+    let (s, _) = get_json(&http(), &token_url, READER_KEY).await;
+    assert_eq!(s, 403);
+    let (s, list) =
+        get_json(&http(), &server.url(&format!("/v1/components/{COMP}/authorizers")), PLATFORM_KEY).await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(list["authorizers"][0]["authorizer_appid"], authz);
+    assert_eq!(list["authorizers"][0]["state"], "authorized");
+    assert!(!list.to_string().contains("refresh_token"), "no refresh token shown: {list}");
+
+    // Refreshes over a few short lifetimes keep a token WeChat accepts.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        let (s, tok) = get_json(&http(), &token_url, PLATFORM_KEY).await;
+        assert_eq!(s, 200, "{tok}");
+        sim_accepts(&sim, tok["value"].as_str().unwrap()).await.expect("served authorizer token is valid");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(sim.calls(authz, "/cgi-bin/component/api_authorizer_token") >= 1);
+
+    // updateauthorized: the new permissions are queried and kept.
+    sim_post(
+        &sim,
+        "/__sim/update_authorize",
+        json!({ "component_appid": COMP, "authorizer_appid": authz, "func_info": [1, 2, 3] }),
+    )
+    .await;
+    let url = server.url(&format!("/v1/components/{COMP}/authorizers"));
+    wait_for(Duration::from_secs(10), "updated func_info", async || {
+        let (_, list) = get_json(&http(), &url, PLATFORM_KEY).await;
+        (list["authorizers"][0]["func_info"] == json!([1, 2, 3])).then_some(())
+    })
+    .await;
+    assert_eq!(sim.calls(COMP, "/cgi-bin/component/api_query_auth"), 2);
+    let (s, tok) = get_json(&http(), &token_url, PLATFORM_KEY).await;
+    assert_eq!(s, 200);
+    sim_accepts(&sim, tok["value"].as_str().unwrap()).await.expect("token valid after the update");
+
+    // unauthorized: 404, and no more calls for it.
+    sim_post(&sim, "/__sim/unauthorize", json!({ "component_appid": COMP, "authorizer_appid": authz })).await;
+    wait_for(Duration::from_secs(10), "authorizer gone", async || {
+        let (s, _) = get_json(&http(), &token_url, ADMIN_KEY).await;
+        (s == 404).then_some(())
+    })
+    .await;
+    // A key scoped to the component no longer sees it as the component's: 403, as for any
+    // appid outside a key's scope.
+    let (s, _) = get_json(&http(), &token_url, PLATFORM_KEY).await;
+    assert_eq!(s, 403);
+    let calls = sim.calls(authz, "/cgi-bin/component/api_authorizer_token")
+        + sim.calls(authz, "/cgi-bin/ticket/getticket");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        sim.calls(authz, "/cgi-bin/component/api_authorizer_token")
+            + sim.calls(authz, "/cgi-bin/ticket/getticket"),
+        calls,
+        "no calls for an unauthorized authorizer"
+    );
+    let (_, list) = get_json(&http(), &url, PLATFORM_KEY).await;
+    assert_eq!(list["total"], 0, "{list}");
+    assert_not_logged([COMP_SECRET, MSG_TOKEN, AES_KEY, PLATFORM_KEY, ct["value"].as_str().unwrap()]);
+    server.stop().await;
+}
+
+/// A push as WeChat sends it: the query and the envelope of `xml` under the component's keys.
+fn push_of(xml: &str, key: &str) -> (Vec<(String, String)>, String) {
+    let crypt = MsgCrypt::new(MSG_TOKEN, key, COMP).unwrap();
+    let encrypt = crypt.encrypt_random(xml.as_bytes());
+    let (ts, nonce) = ("1700000000".to_owned(), "nonce123".to_owned());
+    let sig = crypt.signature(&ts, &nonce, &encrypt);
+    let query = vec![
+        ("timestamp".into(), ts),
+        ("nonce".into(), nonce),
+        ("encrypt_type".into(), "aes".into()),
+        ("msg_signature".into(), sig),
+    ];
+    (query, format!("<xml><AppId><![CDATA[{COMP}]]></AppId><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"))
+}
+
+fn ticket_xml(ticket: &str, create_time: i64) -> String {
+    format!(
+        "<xml><AppId><![CDATA[{COMP}]]></AppId><CreateTime>{create_time}</CreateTime><InfoType><![CDATA[component_verify_ticket]]></InfoType><ComponentVerifyTicket><![CDATA[{ticket}]]></ComponentVerifyTicket></xml>"
+    )
+}
+
+/// Every row of the tables that hold what pushes change.
+fn dump(db: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut rows = Vec::new();
+    for (table, cols) in [
+        ("credentials", "appid || kind || value || version"),
+        ("secrets", "name || value"),
+        ("authorizers", "appid || record"),
+        ("apps", "appid || spec"),
+    ] {
+        let mut stmt = conn.prepare(&format!("SELECT {cols} FROM {table} ORDER BY 1")).unwrap();
+        let got: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        rows.extend(got.into_iter().map(|r| format!("{table}: {r}")));
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_garbage_and_oversized_pushes_change_nothing() {
+    // The simulator pushes nowhere: every push here is the test's.
+    let sim = platform_sim("http://127.0.0.1:9", |c| c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.db");
+    let mut config = platform_config(&sim);
+    sqlite(&mut config, db.clone());
+    config.store.encryption_key = Some(wxcentral_core::seal::Sealer::generate_key());
+    let server = Server::start(&config).await;
+    let url = server.url(&format!("/callback/component/{COMP}"));
+    let send = async |query: &[(String, String)], body: String, to: &str| {
+        let r = http().post(to).query(query).body(body).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+
+    // A genuine push is kept and answered `success`.
+    let (q, body) = push_of(&ticket_xml("ticket@@@genuine-0001", 1_700_000_000), AES_KEY);
+    assert_eq!(send(&q, body.clone(), &url).await, (200, "success".into()));
+    let kept = dump(&db);
+    assert!(kept.iter().any(|r| r.starts_with("secrets: verify_ticket:")), "{kept:?}");
+    assert!(!kept.iter().any(|r| r.contains("genuine-0001")), "the ticket is sealed at rest: {kept:?}");
+
+    // Replayed as it was: acknowledged, nothing changes.
+    assert_eq!(send(&q, body.clone(), &url).await, (200, "success".into()));
+    assert_eq!(dump(&db), kept);
+
+    let mut refused = Vec::new();
+    // Forged: signed with another token.
+    let (mut fq, fbody) = push_of(&ticket_xml("ticket@@@forged-0002", 1_700_000_100), AES_KEY);
+    fq[3].1 = wechat_proto::signature::msg_signature("not-the-token", "1700000000", "nonce123", "x");
+    refused.push(("forged signature", send(&fq, fbody, &url).await, 401));
+    // Encrypted with a key that is not the component's (signature right, content unreadable).
+    let (oq, obody) = push_of(
+        &ticket_xml("ticket@@@otherkey-0003", 1_700_000_200),
+        "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut",
+    );
+    refused.push(("other key", send(&oq, obody, &url).await, 400));
+    // Garbage.
+    refused.push(("garbage", send(&q, "<xml><<not xml".into(), &url).await, 400));
+    refused.push(("no query", send(&[], body.clone(), &url).await, 400));
+    // Too big: the body limit refuses it before anything is read into memory.
+    refused.push(("oversized", send(&q, "x".repeat(200_000), &url).await, 413));
+    // For a component the hub does not have.
+    let other = server.url("/callback/component/wxnotacomponent1");
+    refused.push(("unknown component", send(&q, body.clone(), &other).await, 404));
+    for (what, (status, text), want) in &refused {
+        assert_eq!(status, want, "{what}: {text}");
+        assert!(!text.contains("success"), "{what}");
+    }
+    assert_eq!(dump(&db), kept, "refused pushes change nothing");
+
+    // An older ticket (a late retry) is acknowledged and kept out.
+    let (q2, b2) = push_of(&ticket_xml("ticket@@@older-0004", 1_699_999_000), AES_KEY);
+    assert_eq!(send(&q2, b2, &url).await, (200, "success".into()));
+    assert_eq!(dump(&db), kept);
+    // An InfoType the hub does not use is acknowledged and ignored.
+    let other_info = format!(
+        "<xml><AppId><![CDATA[{COMP}]]></AppId><CreateTime>1700000300</CreateTime><InfoType><![CDATA[notify_third_fasteregister]]></InfoType></xml>"
+    );
+    let (q3, b3) = push_of(&other_info, AES_KEY);
+    assert_eq!(send(&q3, b3, &url).await, (200, "success".into()));
+    assert_eq!(dump(&db), kept);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_store_imports_every_listed_authorizer() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hub = format!("http://{}", listener.local_addr().unwrap());
+    let sim = platform_sim(&hub, |c| c).await;
+    let made = sim_post(&sim, "/__sim/authorizers", json!({ "component_appid": COMP, "count": 1200 })).await;
+    let made: Vec<String> = made["authorizers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["authorizer_appid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(made.len(), 1200);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = platform_config(&sim);
+    sqlite(&mut config, dir.path().join("hub.db"));
+    config.store.encryption_key = Some(wxcentral_core::seal::Sealer::generate_key());
+    let server = Server::start_on(listener, &config).await;
+    // The first housekeeping finds no authorizer of the component and pages through the list.
+    let url = server.url(&format!("/v1/components/{COMP}/authorizers?limit=1"));
+    wait_for(Duration::from_secs(30), "1200 authorizers imported", async || {
+        let (_, v) = get_json(&http(), &url, PLATFORM_KEY).await;
+        (v["total"] == 1200).then_some(())
+    })
+    .await;
+    assert_eq!(sim.calls(COMP, "/cgi-bin/component/api_get_authorizer_list"), 3, "three pages of 500");
+    // Every one serves a token WeChat takes, each fetched once.
+    let client = http();
+    let sim_url = sim.base_url();
+    for chunk in made.chunks(100) {
+        let checks = chunk.iter().map(|appid| {
+            let (client, sim_url) = (client.clone(), sim_url.clone());
+            let url = server.url(&format!("/v1/apps/{appid}/access_token"));
+            async move {
+                let (s, v) = get_json(&client, &url, PLATFORM_KEY).await;
+                assert_eq!(s, 200, "{appid}: {v}");
+                sim_accepts_at(&client, &sim_url, v["value"].as_str().unwrap()).await.expect("valid token");
+            }
+        });
+        futures::future::join_all(checks).await;
+    }
+    for appid in &made {
+        assert_eq!(sim.calls(appid, "/cgi-bin/component/api_authorizer_token"), 1, "{appid}");
+    }
+    // An admin import again finds nothing new.
+    let (s, report) =
+        post_json(&http(), &server.url(&format!("/v1/components/{COMP}/import")), ADMIN_KEY, None).await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["listed"], 1200);
+    assert_eq!(report["unchanged"], 1200);
+    // The platform key may not import (admin only).
+    let (s, _) =
+        post_json(&http(), &server.url(&format!("/v1/components/{COMP}/import")), PLATFORM_KEY, None).await;
+    assert_eq!(s, 403);
+    server.stop().await;
+}
+
+/// A free loopback port (bound, then let go), so WeChat's push URL can name a node before the
+/// node starts, and the node restarts on the same one.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The config file of a `wxcentral serve` node for the platform on `port`.
+fn platform_node_toml(sim: &SimHandle, db: &Path, port: u16, store_key: &Secret) -> String {
+    let c = platform_config(sim);
+    let mut t = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nnode_id = \"n1\"\n\n\
+         [store]\nkind = \"sqlite\"\npath = {db:?}\nencryption_key = \"{}\"\n\n\
+         [upstream]\nbase_url = \"{}\"\ntimeout_ms = 2000\n\n[refresh]\nread_wait_ms = 1500\ntoken_overlap_secs = 2\n\n\
+         [[component]]\nappid = \"{COMP}\"\nsecret = \"{COMP_SECRET}\"\ntoken = \"{MSG_TOKEN}\"\n\
+         encoding_aes_key = \"{AES_KEY}\"\ntickets = [\"jsapi\"]\nafter_authorize_url = \"https://admin.example.com/done\"\n",
+        store_key.expose(),
+        sim.base_url(),
+    );
+    for cl in &c.clients {
+        let apps: Vec<String> = cl.apps.iter().map(|a| format!("\"{a}\"")).collect();
+        t += &format!(
+            "\n[[client]]\nname = \"{}\"\nkey_sha256 = \"{}\"\napps = [{}]\nrefresh = {}\nadmin = {}\n",
+            cl.name,
+            cl.key_sha256,
+            apps.join(", "),
+            cl.refresh,
+            cl.admin
+        );
+    }
+    t
+}
+
+/// The verify ticket the node's store keeps, opened with the store's key.
+fn stored_ticket(db: &Path, store_key: &Secret) -> Option<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let name = format!("verify_ticket:{COMP}");
+    let sealed: String =
+        conn.query_row("SELECT value FROM secrets WHERE name = ?1", [&name], |r| r.get(0)).ok()?;
+    let sealer = wxcentral_core::seal::Sealer::new(store_key, &[]).unwrap();
+    let opened = sealer.open(&name, &sealed).unwrap();
+    Some(opened.expose().split_once(':').unwrap().1.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_success_and_after_the_landing_loses_nothing() {
+    let port = free_port();
+    let hub = format!("http://127.0.0.1:{port}");
+    let sim = platform_sim(&hub, |c| {
+        let mut c = c.authorizer_ttl(6);
+        c.overlap_secs = 2;
+        c
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.db");
+    let key = wxcentral_core::seal::Sealer::generate_key();
+    let toml = platform_node_toml(&sim, &db, port, &key);
+    let node = Node::spawn(dir.path(), "n1", &toml);
+    let ct_url = node.url(&format!("/v1/components/{COMP}/component_access_token"));
+    wait_for(Duration::from_secs(20), "component token", async || {
+        let (s, _) = get_json(&http(), &ct_url, PLATFORM_KEY).await;
+        (s == 200).then_some(())
+    })
+    .await;
+
+    // A push answered `success`, then kill -9 at once: the ticket is in the store.
+    let pushed = sim_post(&sim, "/__sim/push_ticket", json!({ "component_appid": COMP })).await;
+    assert_eq!(pushed["ok"], true, "{pushed}");
+    node.signal("KILL");
+    drop(node);
+    assert_eq!(stored_ticket(&db, &key).as_deref(), pushed["ticket"].as_str(), "the pushed ticket survived");
+    // A log of its own per run: the last `listening` line must be this run's.
+    let node = Node::spawn(dir.path(), "n1-second", &toml);
+    let (s, ct) =
+        get_json(&http(), &node.url(&format!("/v1/components/{COMP}/component_access_token")), PLATFORM_KEY)
+            .await;
+    assert_eq!(s, 200, "{ct}");
+    assert!(sim_accepts_component_token(&sim, ct["value"].as_str().unwrap()).await);
+    assert_eq!(
+        sim.calls(COMP, "/cgi-bin/component/api_component_token"),
+        1,
+        "the stored token is served after the restart"
+    );
+
+    // The landing answered, then kill -9: the authorizer is there after the restart.
+    let authz = "wxauth0rizer0002";
+    let landing = node.url(&format!("/callback/component/{COMP}/authorized"));
+    let (s, v) = post_json(
+        &http(),
+        &node.url(&format!("/v1/components/{COMP}/authorization_url")),
+        PLATFORM_KEY,
+        Some(json!({ "redirect_uri": landing })),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let consent = sim_post(
+        &sim,
+        "/__sim/authorize",
+        json!({ "component_appid": COMP, "pre_auth_code": v["pre_auth_code"], "authorizer_appid": authz, "redirect_uri": landing }),
+    )
+    .await;
+    let r = no_redirects().get(consent["redirect_uri"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    node.signal("KILL");
+    drop(node);
+    let node = Node::spawn(dir.path(), "n1-third", &toml);
+    let token_url = node.url(&format!("/v1/apps/{authz}/access_token"));
+    let (s, tok) = get_json(&http(), &token_url, PLATFORM_KEY).await;
+    assert_eq!(s, 200, "{tok}");
+    sim_accepts(&sim, tok["value"].as_str().unwrap())
+        .await
+        .expect("authorizer token valid after the restart");
+    // Refreshed with the kept refresh token over a few lifetimes: nobody re-authorizes.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(8) {
+        let (s, tok) = get_json(&http(), &token_url, PLATFORM_KEY).await;
+        assert_eq!(s, 200, "{tok}");
+        sim_accepts(&sim, tok["value"].as_str().unwrap()).await.expect("valid");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(sim.calls(authz, "/cgi-bin/component/api_authorizer_token") >= 1);
+    assert_eq!(sim.calls(COMP, "/cgi-bin/component/api_query_auth"), 1, "the code was exchanged once");
+    let (_, list) =
+        get_json(&http(), &node.url(&format!("/v1/components/{COMP}/authorizers")), PLATFORM_KEY).await;
+    assert_eq!(list["authorizers"][0]["state"], "authorized", "{list}");
+    let logs = node.logs();
+    assert!(!logs.contains("61023"), "no refresh token was refused:\n{logs}");
+    for secret in [COMP_SECRET, MSG_TOKEN, AES_KEY, key.expose().as_str()] {
+        assert!(!logs.contains(secret), "secret in the node's log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_refresh_tokens_survive_kill_9_at_random_moments() {
+    use rand::Rng;
+    let port = free_port();
+    let hub = format!("http://127.0.0.1:{port}");
+    // Every api_authorizer_token call rotates the refresh token; the previous one works 5 s.
+    let sim = platform_sim(&hub, |c| {
+        let mut c = c.authorizer_ttl(4).rotate_refresh_token(true, 5);
+        c.overlap_secs = 2;
+        c
+    })
+    .await;
+    let made = sim_post(&sim, "/__sim/authorizers", json!({ "component_appid": COMP, "count": 1 })).await;
+    let authz = made["authorizers"][0]["authorizer_appid"].as_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let key = wxcentral_core::seal::Sealer::generate_key();
+    let toml = platform_node_toml(&sim, &dir.path().join("hub.db"), port, &key);
+    let mut node = Node::spawn(dir.path(), "run0", &toml);
+    let token_path = format!("/v1/apps/{authz}/access_token");
+    wait_for(Duration::from_secs(30), "the imported authorizer's token", async || {
+        let (s, _) = get_json(&http(), &node.url(&token_path), PLATFORM_KEY).await;
+        (s == 200).then_some(())
+    })
+    .await;
+    // 20 refresh periods (a refresh every ~2 s), three kill -9 at random moments.
+    let total = Duration::from_secs(40);
+    let mut kills: Vec<Duration> = (0..3)
+        .map(|i| Duration::from_millis(rand::thread_rng().gen_range(2_000..12_000) + i * 12_000))
+        .collect();
+    kills.sort();
+    let (mut served, mut restarts) = (0u32, 0u32);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < total {
+        if kills.first().is_some_and(|k| t0.elapsed() >= *k) {
+            kills.remove(0);
+            node.signal("KILL");
+            drop(node);
+            restarts += 1;
+            node = Node::spawn(dir.path(), &format!("run{restarts}"), &toml);
+        }
+        let r = client.get(node.url(&token_path)).bearer_auth(PLATFORM_KEY).send().await.unwrap();
+        if r.status() == 200 {
+            let v: Value = r.json().await.unwrap();
+            sim_accepts(&sim, v["value"].as_str().unwrap())
+                .await
+                .unwrap_or_else(|e| panic!("served a token WeChat rejects ({e}) after {restarts} restarts"));
+            served += 1;
+        } else {
+            // Only a cold restart may briefly have nothing to serve.
+            assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(restarts, 3);
+    assert!(served > 150, "reads were served: {served}");
+    let refreshes = sim.calls(&authz, "/cgi-bin/component/api_authorizer_token");
+    assert!(refreshes >= 15, "refreshed over 20 periods: {refreshes}");
+    let logs: String = (0..=restarts)
+        .map(|i| std::fs::read_to_string(dir.path().join(format!("run{i}.log"))).unwrap())
+        .collect();
+    assert!(!logs.contains("61023"), "no refresh token was refused:\n{logs}");
+    assert!(!logs.contains("needs_reauthorization") && !logs.contains("must authorize again"), "{logs}");
+}
