@@ -41,6 +41,12 @@ pub enum Error {
     /// The appid is an authorizer of a component: it follows its authorization, not the admin API.
     #[error("app {0} is an authorizer of a component; it follows its authorization")]
     AuthorizerApp(String),
+    /// The request carries something malformed (a push's appid, say).
+    #[error("{0}")]
+    Invalid(String),
+    /// The appid is taken by something else here (an app, another component's authorizer).
+    #[error("{0}")]
+    AppConflict(String),
     /// The merchant revoked the authorization after the event that would have brought it in.
     #[error("authorizer {0} was unauthorized after this authorization")]
     AuthorizationRevoked(String),

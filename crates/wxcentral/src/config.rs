@@ -390,6 +390,17 @@ impl Config {
                 check_http_url(&format!("component[{i}].after_authorize_url"), url)?;
             }
         }
+        // A component's verify tickets and refresh tokens are kept sealed: without a key every
+        // push would be refused and WeChat would retry forever.
+        if !self.components.is_empty()
+            && self.store.kind != StoreKind::Memory
+            && self.store.encryption_key.is_none()
+        {
+            return Err(ConfigError::new(
+                "store.encryption_key",
+                "is required with [[component]]: verify tickets and refresh tokens are kept sealed",
+            ));
+        }
         let components: HashSet<&str> = self.components.iter().map(|c| c.appid.as_str()).collect();
         let mut names = HashSet::new();
         for (i, client) in self.clients.iter().enumerate() {

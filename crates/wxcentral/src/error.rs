@@ -107,6 +107,8 @@ impl From<wxcentral_core::Error> for ApiError {
             E::AuthorizerApp(appid) => Self::Forbidden(format!(
                 "app {appid} is an authorizer of a component; it follows its authorization"
             )),
+            E::Invalid(m) => Self::InvalidRequest(m),
+            E::AppConflict(m) => Self::Conflict(m),
             E::AuthorizationRevoked(appid) => {
                 Self::Conflict(format!("authorizer {appid} was unauthorized after this authorization"))
             }

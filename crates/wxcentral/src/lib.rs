@@ -86,9 +86,11 @@ pub async fn reload(state: &AppState, running: &Config, config: &Config) -> Resu
             tracing::warn!(key, "changed in the config file; takes effect at the next restart");
         }
     }
+    // Everything that can fail first, so a refused reload leaves the running config whole.
+    let components = platform::Components::from_config(config)?;
     state.engine().set_config_apps(config.app_specs()).await?;
     state.set_clients(Clients::from_config(&config.clients));
-    state.set_components(platform::Components::from_config(config)?);
+    state.set_components(components);
     tracing::info!(
         apps = config.apps.len(),
         components = config.components.len(),

@@ -69,11 +69,13 @@ impl Components {
 
 /// The query WeChat sends with a push.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PushQuery {
     timestamp: String,
     nonce: String,
     msg_signature: String,
     #[serde(default)]
+    #[param(required = false)]
     #[allow(dead_code)] // WeChat sends `aes`; the body decides
     encrypt_type: Option<String>,
 }
@@ -179,9 +181,12 @@ fn same_component(path: &str, inside: &str) -> Result<()> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LandingQuery {
+    #[param(min_length = 1, max_length = 1024, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$")]
     auth_code: String,
     #[serde(default)]
+    #[param(required = false)]
     #[allow(dead_code)] // the code's lifetime; it is exchanged at once
     expires_in: Option<String>,
 }
@@ -190,7 +195,7 @@ pub struct LandingQuery {
 const MAX_CODE_LEN: usize = 1024;
 
 fn code_of(raw: &str) -> Result<Secret> {
-    if raw.is_empty() || raw.len() > MAX_CODE_LEN || raw.chars().any(char::is_control) {
+    if raw.is_empty() || raw.chars().count() > MAX_CODE_LEN || raw.chars().any(char::is_control) {
         return Err(ApiError::InvalidRequest(format!(
             "auth_code must be 1 to {MAX_CODE_LEN} printable characters"
         )));
@@ -239,14 +244,27 @@ pub struct AuthorizationUrlRequest {
     pub redirect_uri: Option<String>,
     /// 1 official accounts, 2 mini programs, 3 both, 4 mini program (test), 5 and 6 as WeChat
     /// documents. Exclusive with `biz_appid`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 6)]
     pub auth_type: Option<u8>,
     /// The one account to authorize. Exclusive with `auth_type`.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub biz_appid: Option<String>,
     /// The mobile (WeChat client) URL instead of the PC one.
     #[serde(default)]
     pub mobile: bool,
+}
+
+/// JSON Schema's `integer` takes `4.0` as well as `4`; so does this.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u8>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    let whole = n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64));
+    whole
+        .and_then(|w| u8::try_from(w).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom("auth_type must be a whole number 1 to 6"))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -363,6 +381,7 @@ pub async fn create_authorization_url(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationRequest {
+    #[schema(min_length = 1, max_length = 1024, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$")]
     pub auth_code: String,
 }
 
@@ -403,10 +422,13 @@ pub async fn create_authorization(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     #[serde(default)]
+    #[param(required = false, minimum = 0)]
     offset: usize,
     #[serde(default = "default_limit")]
+    #[param(required = false, minimum = 1, maximum = 1000)]
     limit: usize,
 }
 

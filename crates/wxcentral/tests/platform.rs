@@ -421,17 +421,7 @@ fn platform_node_toml(sim: &SimHandle, db: &Path, port: u16, store_key: &Secret)
         store_key.expose(),
         sim.base_url(),
     );
-    for cl in &c.clients {
-        let apps: Vec<String> = cl.apps.iter().map(|a| format!("\"{a}\"")).collect();
-        t += &format!(
-            "\n[[client]]\nname = \"{}\"\nkey_sha256 = \"{}\"\napps = [{}]\nrefresh = {}\nadmin = {}\n",
-            cl.name,
-            cl.key_sha256,
-            apps.join(", "),
-            cl.refresh,
-            cl.admin
-        );
-    }
+    t += &clients_toml(&c.clients);
     t
 }
 

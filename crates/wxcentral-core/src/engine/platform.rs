@@ -14,6 +14,11 @@ use crate::authorizer::{
     verify_ticket_name,
 };
 use crate::kind::Role;
+
+/// The store name of a pending authorization event.
+fn pending_name(component: &str, authorizer: &str, digest: &str) -> String {
+    format!("{}{authorizer}:{digest}", pending_prefix(component))
+}
 use std::sync::atomic::AtomicI64;
 
 /// How often this node may ask WeChat to push a verify ticket.
@@ -162,8 +167,7 @@ impl Engine {
         code: &Secret,
         create_time: i64,
     ) -> Result<()> {
-        self.inner.component(component)?;
-        check_appid(authorizer)?;
+        self.inner.pushed_for(component, authorizer)?;
         let event_ms = create_time.saturating_mul(1000);
         let store = &self.inner.store;
         if store.get_authorizer(authorizer).await?.is_some_and(|r| r.event_ms > event_ms) {
@@ -176,13 +180,14 @@ impl Engine {
         }
         let pending = serde_json::to_string(&Pending { code: code.expose().to_owned(), event_ms })
             .map_err(|e| Error::Store(format!("pending authorization: {e}")))?;
-        store
-            .put_secret(&format!("{}{authorizer}", pending_prefix(component)), &Secret::new(pending))
-            .await?;
+        // One event per code: a later push for the same authorizer never overwrites (or has
+        // deleted) an earlier one still to exchange.
+        let name = pending_name(component, authorizer, &code_digest(code.expose()));
+        store.put_secret(&name, &Secret::new(pending)).await?;
         let inner = Arc::clone(&self.inner);
         let (component, authorizer) = (component.to_owned(), authorizer.to_owned());
         self.inner.tasks.spawn(async move {
-            if let Err(e) = inner.process_pending(&component, &authorizer).await {
+            if let Err(e) = inner.process_pending(&component, &authorizer, &name).await {
                 tracing::warn!(component, authorizer, error = %e, "authorization not exchanged yet; retried later");
             }
         });
@@ -197,8 +202,7 @@ impl Engine {
         authorizer: &str,
         create_time: i64,
     ) -> Result<()> {
-        self.inner.component(component)?;
-        check_appid(authorizer)?;
+        self.inner.pushed_for(component, authorizer)?;
         let _changing = self.inner.apps_lock.lock().await;
         if let Some(e) = self.inner.registry.get(authorizer)
             && e.spec.component_of() != Some(component)
@@ -210,9 +214,10 @@ impl Engine {
             );
             return Ok(());
         }
-        let applied =
-            self.inner.store.unauthorize(component, authorizer, create_time.saturating_mul(1000)).await?;
-        self.inner.store.delete_secret(&format!("{}{authorizer}", pending_prefix(component))).await?;
+        let event_ms = create_time.saturating_mul(1000);
+        let applied = self.inner.store.unauthorize(component, authorizer, event_ms).await?;
+        // Pending authorizations older than the revocation are void; a newer one stands.
+        self.inner.forget_pending(component, authorizer, Some(event_ms)).await?;
         if applied {
             self.inner.remove_app(authorizer, false).await?;
             tracing::info!(component, authorizer, "authorizer unauthorized");
@@ -319,6 +324,12 @@ impl Engine {
 }
 
 impl Inner {
+    /// Checks a push's component (configured) and authorizer appid (well-formed: 400 otherwise).
+    fn pushed_for(&self, component: &str, authorizer: &str) -> Result<()> {
+        self.component(component)?;
+        check_appid(authorizer).map_err(|e| Error::Invalid(format!("AuthorizerAppid: {e}")))
+    }
+
     /// The live entry of a configured component.
     pub(super) fn component(&self, appid: &str) -> Result<Arc<AppEntry>> {
         self.registry
@@ -374,6 +385,7 @@ impl Inner {
         secret: &Secret,
         permit: Option<Permit>,
     ) -> std::result::Result<Fetch, FlightError> {
+        let mut permit = permit;
         let ticket = self
             .stored_ticket(component)
             .await
@@ -388,7 +400,9 @@ impl Inner {
             Some(t) => t,
             None => {
                 // WeChat pushes at once when asked; the push may reach another node, so look
-                // in the store for a little while before giving up.
+                // in the store for a little while before giving up. The permit goes back
+                // first: asking takes one of its own, and waiting must not hold one.
+                drop(permit.take());
                 self.ask_for_ticket(component, secret).await;
                 let mut found = None;
                 for _ in 0..TICKET_WAIT_STEPS {
@@ -448,18 +462,25 @@ impl Inner {
         permit: Option<Permit>,
     ) -> std::result::Result<Fetch, FlightError> {
         let transient = |e: Error| FlightError::other(FaultClass::Transient, format!("store: {e}"));
+        let mut permit = permit;
         let mut rt = match self.store.get_refresh_token(appid).await.map_err(transient)? {
             Some(rt) => rt,
-            None => match self.recover_refresh_token(component, appid, &component_token.value).await {
-                Some(rt) => rt,
-                None => {
-                    self.mark_needs_reauthorization(appid).await;
-                    return Err(FlightError::other(FaultClass::Config, "no refresh token held or listed"));
+            None => {
+                // The list call takes a permit of its own.
+                drop(permit.take());
+                match self.recover_refresh_token(component, appid, &component_token.value).await? {
+                    Some(rt) => rt,
+                    None => {
+                        self.mark_needs_reauthorization(appid).await;
+                        return Err(FlightError::other(
+                            FaultClass::Config,
+                            "no refresh token held or listed",
+                        ));
+                    }
                 }
-            },
+            }
         };
         let mut ct = component_token;
-        let mut permit = permit;
         let (mut reported, mut recovered) = (false, false);
         let up = &self.upstream;
         loop {
@@ -491,7 +512,7 @@ impl Inner {
                 }
                 Err(e) if e.errcode() == Some(wechat_proto::ErrCode::REFRESH_TOKEN_INVALID) => {
                     if !recovered
-                        && let Some(listed) = self.recover_refresh_token(component, appid, &ct.value).await
+                        && let Some(listed) = self.recover_refresh_token(component, appid, &ct.value).await?
                         && !listed.ct_eq(rt.expose())
                     {
                         recovered = true;
@@ -508,7 +529,15 @@ impl Inner {
 
     /// Finds `appid` in the component's authorizer list and keeps the refresh token listed
     /// there (WeChat's current one), returning it.
-    async fn recover_refresh_token(&self, component: &str, appid: &str, ct: &Secret) -> Option<Secret> {
+    ///
+    /// `Ok(None)`: WeChat lists no refresh token for it; an error: the list could not be read
+    /// (then nothing is concluded).
+    async fn recover_refresh_token(
+        &self,
+        component: &str,
+        appid: &str,
+        ct: &Secret,
+    ) -> std::result::Result<Option<Secret>, FlightError> {
         let up = &self.upstream;
         let mut offset = 0u32;
         loop {
@@ -524,14 +553,20 @@ impl Inner {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(component, authorizer = appid, error = %e, "authorizer list unavailable for recovery");
-                    return None;
+                    let mut fe = FlightError::from_upstream(e);
+                    // Not the refresh token's fault: retry as a passing fault.
+                    fe.class = FaultClass::Transient;
+                    return Err(fe);
                 }
             };
             if let Some(entry) = page.list.iter().find(|e| e.authorizer_appid == appid) {
-                let rt = entry.refresh_token.clone().filter(|t| !t.expose().is_empty())?;
+                let Some(rt) = entry.refresh_token.clone().filter(|t| !t.expose().is_empty()) else {
+                    return Ok(None);
+                };
                 let rec = match self.store.get_authorizer(appid).await {
                     Ok(Some(r)) if r.state.is_live() => r,
-                    _ => return None,
+                    Ok(_) => return Ok(None),
+                    Err(e) => return Err(FlightError::other(FaultClass::Transient, format!("store: {e}"))),
                 };
                 let rec =
                     AuthorizerRecord { state: AuthorizerState::Authorized, updated_ms: now_ms(), ..rec };
@@ -544,15 +579,16 @@ impl Inner {
                             "refresh token recovered from the authorizer list"
                         );
                         self.set_record(rec);
-                        Some(rt)
+                        Ok(Some(rt))
                     }
-                    _ => None,
+                    Ok(false) => Ok(None),
+                    Err(e) => Err(FlightError::other(FaultClass::Transient, format!("store: {e}"))),
                 };
             }
             let n = u32::try_from(page.list.len()).unwrap_or(u32::MAX);
             offset = offset.saturating_add(n);
             if n == 0 || u64::from(offset) >= page.total_count {
-                return None;
+                return Ok(None);
             }
         }
     }
@@ -675,16 +711,38 @@ impl Inner {
         }
     }
 
+    /// Deletes the pending authorization events of `authorizer` (those not newer than
+    /// `not_after_ms`, when given).
+    async fn forget_pending(
+        &self,
+        component: &str,
+        authorizer: &str,
+        not_after_ms: Option<i64>,
+    ) -> Result<()> {
+        let prefix = format!("{}{authorizer}:", pending_prefix(component));
+        for name in self.store.list_secrets(&prefix).await? {
+            let newer = match (not_after_ms, self.store.get_secret(&name).await?) {
+                (Some(limit), Some(raw)) => {
+                    serde_json::from_str::<Pending>(raw.expose()).is_ok_and(|p| p.event_ms > limit)
+                }
+                _ => false,
+            };
+            if !newer {
+                self.store.delete_secret(&name).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Exchanges a pending authorization event's code and forgets the event.
-    async fn process_pending(self: &Arc<Self>, component: &str, authorizer: &str) -> Result<()> {
-        let name = format!("{}{authorizer}", pending_prefix(component));
-        let Some(raw) = self.store.get_secret(&name).await? else { return Ok(()) };
+    async fn process_pending(self: &Arc<Self>, component: &str, authorizer: &str, name: &str) -> Result<()> {
+        let Some(raw) = self.store.get_secret(name).await? else { return Ok(()) };
         let pending: Pending = serde_json::from_str(raw.expose())
             .map_err(|e| Error::Store(format!("pending authorization unreadable: {e}")))?;
         let result =
             self.exchange(component, &Secret::new(pending.code), Some(authorizer), pending.event_ms).await;
         match result {
-            Ok(_) | Err(Error::AuthorizationRevoked(_)) => self.store.delete_secret(&name).await,
+            Ok(_) | Err(Error::AuthorizationRevoked(_)) => self.store.delete_secret(name).await,
             Err(e) => Err(e),
         }
     }
@@ -697,8 +755,8 @@ impl Inner {
             Err(e) => return tracing::warn!(component, error = %e, "pending authorizations not listed"),
         };
         for name in names {
-            let authorizer = &name[prefix.len()..];
-            if let Err(e) = self.process_pending(component, authorizer).await {
+            let authorizer = name[prefix.len()..].split(':').next().unwrap_or_default().to_owned();
+            if let Err(e) = self.process_pending(component, &authorizer, &name).await {
                 tracing::warn!(component, authorizer, error = %e, "authorization not exchanged yet; retried later");
             }
         }
@@ -784,7 +842,10 @@ impl Inner {
         let info = match answer {
             Ok(r) => r.authorization_info,
             Err(e) => {
-                let Some(appid) = known.filter(|_| e.class() != FaultClass::Transient) else {
+                // Only a code WeChat no longer takes (used, expired, invalid) says the first
+                // exchange happened; anything else keeps the event for a later try.
+                let code_gone = matches!(e.errcode().map(|c| c.code()), Some(61009 | 61010 | 40029));
+                let Some(appid) = known.filter(|_| code_gone) else {
                     return Err(e.into_error());
                 };
                 // Most likely a first exchange whose answer a crash lost: WeChat's list has
@@ -794,11 +855,12 @@ impl Inner {
             }
         };
         let appid = info.authorizer_appid.clone();
-        check_appid(&appid)?;
+        check_appid(&appid)
+            .map_err(|e| Error::Upstream(format!("api_query_auth answered a bad appid: {e}")))?;
         if let Some(e) = self.registry.get(&appid)
             && (e.origin != Origin::Authorization || e.spec.component_of() != Some(component))
         {
-            return Err(Error::Config(format!(
+            return Err(Error::AppConflict(format!(
                 "authorizer {appid} is already an app or another component's authorizer here"
             )));
         }
@@ -846,10 +908,11 @@ impl Inner {
         }
         tracing::info!(component, authorizer = appid, func_info = ?record.func_info, "authorizer authorized");
         {
+            // From the store, under the lock: an `unauthorized` that landed since stands.
             let _changing = self.apps_lock.lock().await;
-            self.adopt_authorizers(vec![record.clone()], Stored::Each).await?;
+            self.sync_authorizer_held(&appid).await?;
         }
-        self.store.delete_secret(&format!("{}{appid}", pending_prefix(component))).await?;
+        self.store.delete_secret(&pending_name(component, &appid, digest)).await?;
         Ok(record)
     }
 
@@ -861,25 +924,28 @@ impl Inner {
         ct: &Secret,
         event_ms: i64,
     ) -> Result<AuthorizerRecord> {
+        let held = self.store.get_authorizer(appid).await?.filter(|r| r.component_appid == component);
         let rec = AuthorizerRecord {
             component_appid: component.to_owned(),
             authorizer_appid: appid.to_owned(),
             state: AuthorizerState::Authorized,
-            func_info: Vec::new(),
+            func_info: held.map(|h| h.func_info).unwrap_or_default(),
             event_ms,
             updated_ms: now_ms(),
         };
         if !self.store.put_authorizer(&rec, None).await? {
             return Err(Error::AuthorizationRevoked(appid.to_owned()));
         }
-        let rt = self.recover_refresh_token(component, appid, ct).await;
-        let rec = self.store.get_authorizer(appid).await?.unwrap_or(rec);
+        let rt = self
+            .recover_refresh_token(component, appid, ct)
+            .await
+            .map_err(|e| Error::Upstream(format!("authorizer list: {}", e.short)))?;
         if rt.is_none() {
             self.mark_needs_reauthorization(appid).await;
         }
         let _changing = self.apps_lock.lock().await;
-        self.adopt_authorizers(vec![rec.clone()], Stored::Each).await?;
-        Ok(rec)
+        self.sync_authorizer_held(appid).await?;
+        Ok(self.store.get_authorizer(appid).await?.unwrap_or(rec))
     }
 
     async fn import(self: &Arc<Self>, component: &str) -> Result<ImportReport> {
@@ -960,8 +1026,10 @@ impl Inner {
             }
         }
         {
+            // From the store, under the lock: what was unauthorized meanwhile stays out.
             let _changing = self.apps_lock.lock().await;
-            self.adopt_authorizers(adopted, Stored::Each).await?;
+            drop(adopted);
+            self.sync_authorizers_held().await?;
         }
         tracing::info!(component, ?report, "authorizers imported from the authorizer list");
         Ok(report)
@@ -976,6 +1044,13 @@ impl Inner {
             c.saw_ticket(t.pushed_at_ms);
         }
         loop {
+            if let (Ok(Some(t)), Ok(entry)) =
+                (self.stored_ticket(&component).await, self.component(&component))
+                && let Some(c) = entry.component_state()
+            {
+                // Another node may be the one WeChat pushes to.
+                c.saw_ticket(t.pushed_at_ms);
+            }
             self.process_all_pending(&component).await;
             if let Ok(entry) = self.component(&component)
                 && let (Some(state), Role::Component { .. }) = (entry.component_state(), &entry.spec.role)

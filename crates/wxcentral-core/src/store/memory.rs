@@ -221,7 +221,12 @@ impl AuthorizerStore for MemoryStore {
 
     async fn unauthorize(&self, component: &str, appid: &str, event_ms: i64) -> Result<bool> {
         let mut inner = self.lock();
-        let tomb = crate::authorizer::tombstone(component, appid, event_ms, inner.authorizers.get(appid));
+        let held = inner.authorizers.get(appid);
+        // Another component's authorizer with the same appid is not this push's to revoke.
+        if held.is_some_and(|h| h.component_appid != component) {
+            return Ok(false);
+        }
+        let tomb = crate::authorizer::tombstone(component, appid, event_ms, held);
         if !inner.accepts(&tomb) {
             return Ok(false);
         }

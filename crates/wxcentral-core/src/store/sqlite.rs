@@ -783,11 +783,24 @@ impl AuthorizerStore for SqliteStore {
 
     async fn unauthorize(&self, component: &str, appid: &str, event_ms: i64) -> Result<bool> {
         let old = self.get_authorizer(appid).await?;
+        // Another component's authorizer with the same appid is not this push's to revoke.
+        if old.as_ref().is_some_and(|o| o.component_appid != component) {
+            return Ok(false);
+        }
         let tomb = tombstone(component, appid, event_ms, old.as_ref());
         let json = record_json(&tomb)?;
         self.run("unauthorize", move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if authorizer_event(&tx, &tomb.authorizer_appid)?.is_some_and(|e| e > tomb.event_ms) {
+            let held: Option<String> = tx
+                .query_row(
+                    "SELECT component FROM authorizers WHERE appid = ?1",
+                    params![tomb.authorizer_appid],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if held.is_some_and(|c| c != tomb.component_appid)
+                || authorizer_event(&tx, &tomb.authorizer_appid)?.is_some_and(|e| e > tomb.event_ms)
+            {
                 return Ok(false);
             }
             write_authorizer(&tx, &tomb, &json)?;

@@ -222,6 +222,9 @@ async fn authorizers_keep_refresh_tokens_and_tombstones(store: &dyn Store) {
             .await
             .unwrap()
     );
+    // Another component cannot revoke it.
+    assert!(!store.unauthorize("wxother", "wxauth", 10_000).await.unwrap());
+    assert_eq!(store.get_refresh_token("wxauth").await.unwrap(), Some(Secret::from("rt6")));
     // An unauthorized push for an authorizer never seen leaves a tombstone too.
     assert!(store.unauthorize("wxcomp", "wxnever", 500).await.unwrap());
     let all = store.load_authorizers().await.unwrap();

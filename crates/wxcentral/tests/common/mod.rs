@@ -352,7 +352,14 @@ pub fn node_toml(
             tickets.join(", ")
         );
     }
-    for cl in &c.clients {
+    t += &clients_toml(&c.clients);
+    t
+}
+
+/// The `[[client]]` tables of a config file for `clients`.
+pub fn clients_toml(clients: &[ClientConfig]) -> String {
+    let mut t = String::new();
+    for cl in clients {
         let apps: Vec<String> = cl.apps.iter().map(|a| format!("\"{a}\"")).collect();
         t += &format!(
             "\n[[client]]\nname = \"{}\"\nkey_sha256 = \"{}\"\napps = [{}]\nrefresh = {}\nadmin = {}\n",
