@@ -49,7 +49,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         platform::AuthorizationResponse,
         platform::AuthorizersResponse,
         platform::AuthorizerView,
-        platform::ImportReportView,
+                wxcentral_core::ImportReport,
         platform::ComponentView,
         wxcentral_core::authorizer::AuthorizerState,
         ErrorBody,

@@ -498,7 +498,7 @@ pub async fn list_authorizers(
     post, path = "/v1/components/{appid}/import", tag = "open platform",
     params(("appid" = String, Path)),
     responses(
-        (status = 200, description = "Every authorizer of api_get_authorizer_list adopted with its refresh token", body = ImportReportView),
+        (status = 200, description = "Every authorizer of api_get_authorizer_list adopted with its refresh token", body = ImportReport),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 502, body = ErrorBody), (status = 503, body = ErrorBody),
     ),
@@ -508,36 +508,14 @@ pub async fn import(
     State(state): State<AppState>,
     ApiPath(appid): ApiPath<String>,
     headers: HeaderMap,
-) -> Result<Json<ImportReportView>> {
+) -> Result<Json<ImportReport>> {
     let clients = state.clients_owned();
     let client = component_client(&state, &clients, &headers, &appid)?;
     if !client.admin {
         return Err(ApiError::Forbidden(format!("client {} may not import authorizers", client.name)));
     }
     tracing::info!(client = %client.name, component = %appid, "authorizer import");
-    Ok(Json(state.engine().import_authorizers(&appid).await?.into()))
-}
-
-/// [`ImportReport`] on the wire.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ImportReportView {
-    pub listed: usize,
-    pub adopted: usize,
-    pub unchanged: usize,
-    pub without_refresh_token: usize,
-    pub skipped: usize,
-}
-
-impl From<ImportReport> for ImportReportView {
-    fn from(r: ImportReport) -> Self {
-        Self {
-            listed: r.listed,
-            adopted: r.adopted,
-            unchanged: r.unchanged,
-            without_refresh_token: r.without_refresh_token,
-            skipped: r.skipped,
-        }
-    }
+    Ok(Json(state.engine().import_authorizers(&appid).await?))
 }
 
 #[utoipa::path(

@@ -372,6 +372,18 @@ async fn an_empty_store_imports_every_listed_authorizer() {
     })
     .await;
     assert_eq!(sim.calls(COMP, "/cgi-bin/component/api_get_authorizer_list"), 3, "three pages of 500");
+    // Listed is not yet fetched: 1,200 token fetches queue behind the limiter (beside the other
+    // tests of this binary), longer than one read waits. Wait until every one is held.
+    let apps = server.url("/v1/apps");
+    wait_for(Duration::from_secs(60), "1200 authorizer tokens held", async || {
+        let (_, v) = get_json(&http(), &apps, ADMIN_KEY).await;
+        let valid = v["apps"].as_array()?.iter().filter(|a| {
+            a["origin"] == "authorization"
+                && a["credentials"].as_array().is_some_and(|c| c.iter().all(|c| c["state"] == "valid"))
+        });
+        (valid.count() == 1200).then_some(())
+    })
+    .await;
     // Every one serves a token WeChat takes, each fetched once.
     let client = http();
     let sim_url = sim.base_url();

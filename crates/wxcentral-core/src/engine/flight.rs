@@ -195,7 +195,7 @@ impl Inner {
         // the lease is not spent waiting. A ticket first needs the token (its own refresh, with
         // its own permit), so it queues inside the fetch.
         let prepared = self.prepare(slot).await?;
-        let permit = if slot.source.permit_first() { Some(self.limiter.acquire().await) } else { None };
+        let permit = if slot.source.is_token() { Some(self.limiter.acquire().await) } else { None };
         let lease = match self.take_lease(slot, reason, seen).await {
             LeaseOutcome::Adopted(c) => return Ok(Fetched { cred: c, rotated: true }),
             LeaseOutcome::Held(grant) => Some(grant),
@@ -477,19 +477,13 @@ impl Inner {
             (_, Some(w)) if confirmed => policy::successor_fetch_at(w, now),
             // Too early to tell: the check in the refresh window is still to come.
             (_, Some(_)) => planned,
-            (Source::Token { .. } | Source::Component { .. } | Source::Authorizer { .. }, _) if !servable => {
-                after_expiry
-            }
+            (s, _) if s.is_token() && !servable => after_expiry,
             // The proactive refresh came too early for WeChat's rotation window: close in on
             // it at half the remaining serving time.
-            (Source::Token { .. } | Source::Component { .. } | Source::Authorizer { .. }, _)
-                if reason == Reason::Proactive =>
-            {
-                now + ((serve_end - now) / 2).max(step)
-            }
+            (s, _) if s.is_token() && reason == Reason::Proactive => now + ((serve_end - now) / 2).max(step),
             // A report or a refused force_refresh: the proactive plan still stands.
-            (Source::Token { .. } | Source::Component { .. } | Source::Authorizer { .. }, _) => planned,
-            (Source::Ticket(_), None) => after_expiry,
+            (s, _) if s.is_token() => planned,
+            (_, _) => after_expiry,
         };
         // Reads only ask upstream when nothing is servable, so the gate matters for them only
         // then; for reports it is a short hold (WeChat just vouched for this value), or all the

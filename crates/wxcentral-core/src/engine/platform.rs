@@ -15,6 +15,13 @@ use crate::authorizer::{
 };
 use crate::kind::Role;
 
+/// Where the authorizer list goes on after `page` (read at `offset`), if it does.
+fn next_offset(offset: u32, page: &api::AuthorizerListResponse) -> Option<u32> {
+    let n = u32::try_from(page.list.len()).unwrap_or(u32::MAX);
+    let next = offset.saturating_add(n);
+    (n > 0 && u64::from(next) < page.total_count).then_some(next)
+}
+
 /// The store name of a pending authorization event.
 fn pending_name(component: &str, authorizer: &str, digest: &str) -> String {
     format!("{}{authorizer}:{digest}", pending_prefix(component))
@@ -70,8 +77,9 @@ pub struct AuthorizerStatus {
     pub credentials: Vec<CredentialStatus>,
 }
 
-/// The outcome of an import from `api_get_authorizer_list`.
+/// The outcome of an import from `api_get_authorizer_list`, as the admin call answers it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImportReport {
     /// Authorizers WeChat listed.
     pub listed: usize,
@@ -310,17 +318,6 @@ impl Engine {
     pub fn component_of(&self, appid: &str) -> Option<String> {
         self.inner.registry.get(appid)?.spec.component_of().map(str::to_owned)
     }
-
-    /// The configured components' appids.
-    pub fn components(&self) -> Vec<String> {
-        self.inner
-            .registry
-            .entries()
-            .iter()
-            .filter(|e| matches!(e.spec.role, Role::Component { .. }))
-            .map(|e| e.spec.appid.clone())
-            .collect()
-    }
 }
 
 impl Inner {
@@ -538,18 +535,9 @@ impl Inner {
         appid: &str,
         ct: &Secret,
     ) -> std::result::Result<Option<Secret>, FlightError> {
-        let up = &self.upstream;
         let mut offset = 0u32;
         loop {
-            let page = self
-                .call_upstream(
-                    component,
-                    api::PATH_GET_AUTHORIZER_LIST,
-                    None,
-                    up.authorizer_list(component, ct, offset, LIST_PAGE),
-                )
-                .await;
-            let page = match page {
+            let page = match self.list_page(component, ct, offset).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(component, authorizer = appid, error = %e, "authorizer list unavailable for recovery");
@@ -585,12 +573,22 @@ impl Inner {
                     Err(e) => Err(FlightError::other(FaultClass::Transient, format!("store: {e}"))),
                 };
             }
-            let n = u32::try_from(page.list.len()).unwrap_or(u32::MAX);
-            offset = offset.saturating_add(n);
-            if n == 0 || u64::from(offset) >= page.total_count {
-                return Ok(None);
+            match next_offset(offset, &page) {
+                Some(next) => offset = next,
+                None => return Ok(None),
             }
         }
+    }
+
+    /// One page of the component's authorizer list.
+    async fn list_page(
+        &self,
+        component: &str,
+        ct: &Secret,
+        offset: u32,
+    ) -> std::result::Result<api::AuthorizerListResponse, UpstreamError> {
+        let call = self.upstream.authorizer_list(component, ct, offset, LIST_PAGE);
+        self.call_upstream(component, api::PATH_GET_AUTHORIZER_LIST, None, call).await
     }
 
     async fn mark_needs_reauthorization(&self, appid: &str) {
@@ -952,20 +950,11 @@ impl Inner {
         self.component(component)?;
         let wait = self.config.read_wait + self.upstream.timeout();
         let ct = self.get(component, CredentialKind::ComponentAccessToken, wait).await?;
-        let up = &self.upstream;
         let mut report = ImportReport::default();
         let mut offset = 0u32;
-        let mut adopted = Vec::new();
         loop {
-            let page = self
-                .call_upstream(
-                    component,
-                    api::PATH_GET_AUTHORIZER_LIST,
-                    None,
-                    up.authorizer_list(component, &ct.value, offset, LIST_PAGE),
-                )
-                .await
-                .map_err(UpstreamError::into_error)?;
+            let page =
+                self.list_page(component, &ct.value, offset).await.map_err(UpstreamError::into_error)?;
             let mut writes = Vec::new();
             for entry in &page.list {
                 report.listed += 1;
@@ -993,12 +982,10 @@ impl Inner {
                         if l.ct_eq(h.expose()) && held.as_ref().is_some_and(|r| r.state.is_live()) =>
                     {
                         report.unchanged += 1;
-                        adopted.push(held.unwrap_or(base));
                     }
                     (Some(l), _) => writes.push((base, Some(l))),
                     (None, Some(_)) if held.as_ref().is_some_and(|r| r.state.is_live()) => {
                         report.unchanged += 1;
-                        adopted.push(held.unwrap_or(base));
                     }
                     (None, _) => {
                         report.without_refresh_token += 1;
@@ -1009,26 +996,21 @@ impl Inner {
                     }
                 }
             }
-            for (ok, (rec, rt)) in self.store.put_authorizers(&writes).await?.into_iter().zip(writes) {
-                if ok {
-                    if rt.is_some() {
-                        report.adopted += 1;
-                    }
-                    adopted.push(rec);
-                } else {
-                    report.skipped += 1;
+            for (ok, (_, rt)) in self.store.put_authorizers(&writes).await?.into_iter().zip(&writes) {
+                match (ok, rt) {
+                    (true, Some(_)) => report.adopted += 1,
+                    (true, None) => {}
+                    (false, _) => report.skipped += 1,
                 }
             }
-            let n = u32::try_from(page.list.len()).unwrap_or(u32::MAX);
-            offset = offset.saturating_add(n);
-            if n == 0 || u64::from(offset) >= page.total_count {
-                break;
+            match next_offset(offset, &page) {
+                Some(next) => offset = next,
+                None => break,
             }
         }
         {
             // From the store, under the lock: what was unauthorized meanwhile stays out.
             let _changing = self.apps_lock.lock().await;
-            drop(adopted);
             self.sync_authorizers_held().await?;
         }
         tracing::info!(component, ?report, "authorizers imported from the authorizer list");

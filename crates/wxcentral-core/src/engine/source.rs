@@ -66,9 +66,9 @@ impl Source {
         )
     }
 
-    /// Whether the refresh takes its limiter permit before the lease (one call), rather than
-    /// inside the fetch (a ticket first needs the token).
-    pub(super) fn permit_first(&self) -> bool {
+    /// A token of any kind (not a ticket). A token refresh takes its limiter permit before the
+    /// lease (one call), rather than inside the fetch (a ticket first needs the token).
+    pub(super) fn is_token(&self) -> bool {
         !matches!(self, Self::Ticket(_))
     }
 }

@@ -186,12 +186,10 @@ impl AuthorizerStore for MemoryStore {
         write: AuthorizerWrite<'_>,
     ) -> Result<Option<Credential>> {
         let mut inner = self.lock();
-        if write.record.is_some_and(|r| !inner.accepts(r))
-            || inner.leases.get(&lease.name).is_none_or(|l| l.fence != lease.fence)
-        {
+        if write.record.is_some_and(|r| !inner.accepts(r)) {
             return Ok(None);
         }
-        let written = inner.write_credential(key, cred, lease);
+        let Some(written) = inner.write_credential(key, cred, lease) else { return Ok(None) };
         inner.secrets.insert(refresh_token_name(&key.appid), write.refresh_token.clone());
         if let Some(rec) = write.record {
             inner.authorizers.insert(rec.authorizer_appid.clone(), rec.clone());
@@ -204,7 +202,7 @@ impl AuthorizerStore for MemoryStore {
             let _ = self.feed.send(Change::App(key.appid.clone()));
         }
         let _ = self.feed.send(Change::Credential(key.clone()));
-        Ok(written)
+        Ok(Some(written))
     }
 
     async fn get_authorizer(&self, appid: &str) -> Result<Option<AuthorizerRecord>> {
