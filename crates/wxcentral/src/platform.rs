@@ -425,8 +425,9 @@ pub async fn create_authorization(
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     #[serde(default)]
-    #[param(required = false, minimum = 0)]
-    offset: usize,
+    /// Bounded so a generated huge number is refused by the schema, not by the parser.
+    #[param(required = false, minimum = 0, maximum = 4294967295_u64)]
+    offset: u32,
     #[serde(default = "default_limit")]
     #[param(required = false, minimum = 1, maximum = 1000)]
     limit: usize,
@@ -475,7 +476,7 @@ pub async fn list_authorizers(
     if !(1..=1000).contains(&page.limit) {
         return Err(ApiError::InvalidRequest("limit is 1 to 1000".into()));
     }
-    let (total, list) = state.engine().authorizers(&appid, page.offset, page.limit)?;
+    let (total, list) = state.engine().authorizers(&appid, page.offset as usize, page.limit)?;
     let now = now_ms();
     let authorizers = list
         .into_iter()
@@ -491,7 +492,7 @@ pub async fn list_authorizers(
                 .collect(),
         })
         .collect();
-    Ok(Json(AuthorizersResponse { total, offset: page.offset, authorizers }))
+    Ok(Json(AuthorizersResponse { total, offset: page.offset as usize, authorizers }))
 }
 
 #[utoipa::path(
