@@ -27,6 +27,8 @@ mod policy;
 pub mod quota;
 pub mod seal;
 pub mod store;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod upstream;
 pub mod wire;
 

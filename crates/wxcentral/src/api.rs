@@ -300,17 +300,36 @@ pub async fn healthz() -> &'static str {
 
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "Store reachable, config loaded"), (status = 503, description = "Store unreachable"))
+    responses(
+        (status = 200, description = "Store reachable (and, on Redis, the change feed subscribed), config loaded"),
+        (status = 503, description = "Degraded: the store does not answer in time; values held in memory are still served until they near expiry"),
+    )
 )]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.engine().store().ping().await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))),
-        Err(e) => {
-            tracing::warn!(error = %e, "store unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "store_unreachable"})))
+    // A frozen store must not freeze the probe.
+    let ping = tokio::time::timeout(READYZ_PATIENCE, state.engine().store().ping()).await;
+    match ping {
+        Ok(Ok(())) => (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))),
+        failed => {
+            let detail = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no answer within {READYZ_PATIENCE:?}"),
+            };
+            tracing::warn!(error = detail, "store unreachable; readiness degraded");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({
+                    "status": "degraded",
+                    "reason": "store_unreachable",
+                    "message": "the store does not answer: held values are served until they near expiry, and refreshes that need the store wait for it"
+                })),
+            )
         }
     }
 }
+
+/// How long `/readyz` waits for the store.
+const READYZ_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -140,6 +140,13 @@ pub struct StoreSection {
     pub url: Option<Secret>,
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Redis: a command slower than this fails, and the node serves what it holds.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Redis: refresh tokens and verify tickets are acknowledged once this many replicas have
+    /// them (`WAIT`); 0 relies on the primary's own persistence (`appendfsync always`).
+    #[serde(default)]
+    pub wait_replicas: u32,
     /// 32 random bytes, base64: seals every secret the store keeps (runtime app secrets,
     /// refresh tokens, verify tickets). Without it, such secrets are refused.
     #[serde(default)]
@@ -157,11 +164,20 @@ impl Default for StoreSection {
             path: default_db_path(),
             url: None,
             namespace: None,
+            timeout_ms: default_redis_timeout_ms(),
+            wait_replicas: 0,
             encryption_key: None,
             previous_encryption_keys: Vec::new(),
         }
     }
 }
+
+fn default_redis_timeout_ms() -> u64 {
+    1000
+}
+
+/// The namespace when none is configured.
+const DEFAULT_REDIS_NAMESPACE: &str = "wxcentral";
 
 fn default_db_path() -> PathBuf {
     "wxcentral.db".into()
@@ -335,10 +351,33 @@ impl Config {
         }
         match self.store.kind {
             StoreKind::Redis => {
-                return Err(ConfigError::new(
-                    "store.kind",
-                    "redis is not available in this version; use sqlite or memory",
-                ));
+                let url = self.store.url.as_ref().map(|u| u.expose().as_str()).unwrap_or_default();
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err(ConfigError::new(
+                        "store.url",
+                        "kind = \"redis\" needs url = \"redis://[user:password@]host:port[/db]\" (rediss:// for TLS)",
+                    ));
+                }
+                if !wxcentral_core::store::valid_redis_url(url) {
+                    return Err(ConfigError::new("store.url", "is not a valid redis:// or rediss:// URL"));
+                }
+                if let Some(ns) = &self.store.namespace
+                    && !wxcentral_core::store::valid_namespace(ns)
+                {
+                    return Err(ConfigError::new(
+                        "store.namespace",
+                        "letters, digits, '_', '-' and '.', at most 64 (it becomes a Redis hash tag)",
+                    ));
+                }
+                if !(10..=60_000).contains(&self.store.timeout_ms) {
+                    return Err(ConfigError::new("store.timeout_ms", "must be 10 to 60000"));
+                }
+                if self.store.encryption_key.is_none() {
+                    return Err(ConfigError::new(
+                        "store.encryption_key",
+                        "is required with kind = \"redis\": every value kept in Redis is sealed",
+                    ));
+                }
             }
             StoreKind::Sqlite if self.store.path.as_os_str().is_empty() => {
                 return Err(ConfigError::new("store.path", "must not be empty"));
@@ -448,8 +487,13 @@ impl Config {
     pub fn store_config(&self) -> StoreConfig {
         match self.store.kind {
             StoreKind::Memory => StoreConfig::Memory,
-            // Redis is refused by `validate`, so it cannot reach here.
-            StoreKind::Sqlite | StoreKind::Redis => StoreConfig::Sqlite { path: self.store.path.clone() },
+            StoreKind::Sqlite => StoreConfig::Sqlite { path: self.store.path.clone() },
+            StoreKind::Redis => StoreConfig::Redis(wxcentral_core::store::RedisConfig {
+                url: self.store.url.clone().unwrap_or_else(|| Secret::new(String::new())),
+                namespace: self.store.namespace.clone().unwrap_or_else(|| DEFAULT_REDIS_NAMESPACE.into()),
+                timeout: std::time::Duration::from_millis(self.store.timeout_ms),
+                wait_replicas: self.store.wait_replicas,
+            }),
         }
     }
 
@@ -518,7 +562,10 @@ impl Config {
             self.store.kind,
             match self.store.kind {
                 StoreKind::Sqlite => self.store.path.display().to_string(),
-                StoreKind::Redis => "[redacted url]".into(),
+                StoreKind::Redis => format!(
+                    "[redacted url] namespace {}",
+                    self.store.namespace.as_deref().unwrap_or(DEFAULT_REDIS_NAMESPACE)
+                ),
                 StoreKind::Memory => String::new(),
             }
         );
@@ -810,7 +857,9 @@ refresh = true
         let cases: &[(&str, &str)] = &[
             ("[server]\nlisten = \"nope\"", "server.listen"),
             ("[store]\nkind = \"mongo\"", "store.kind"),
-            ("[store]\nkind = \"redis\"", "store.kind"),
+            ("[store]\nkind = \"redis\"", "store.url"),
+            ("[store]\nkind = \"redis\"\nurl = \"http://x\"", "store.url"),
+            ("[store]\nkind = \"redis\"\nurl = \"redis://h:1\"", "store.encryption_key"),
             ("[upstream]\nbase_url = \"ftp://x\"", "upstream.base_url"),
             ("[upstream]\ntimeout_ms = \"soon\"", "upstream.timeout_ms"),
             ("[[app]]\nappid = \"wx1\"\nsecret = \"s\"\ntoken_api = \"magic\"", "app[0].token_api"),

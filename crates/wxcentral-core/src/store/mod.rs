@@ -2,12 +2,14 @@
 //!
 //! Each capability is its own small trait so a backend states what it guarantees; [`Store`]
 //! bundles them for `Arc<dyn Store>` in the engine. Backends: [`MemoryStore`] (tests),
-//! [`SqliteStore`] (the embedded default), and redis for clusters (its own issue).
+//! [`SqliteStore`] (the embedded default), and [`RedisStore`] for clusters.
 
 mod memory;
+mod redis;
 mod sqlite;
 
 pub use memory::MemoryStore;
+pub use redis::{RedisConfig, RedisStore, valid_namespace, valid_redis_url};
 pub use sqlite::SqliteStore;
 
 use crate::authorizer::{AuthorizerRecord, AuthorizerWrite};
@@ -200,6 +202,7 @@ pub(crate) const FEED_CAPACITY: usize = 4096;
 pub enum StoreConfig {
     Memory,
     Sqlite { path: std::path::PathBuf },
+    Redis(RedisConfig),
 }
 
 impl StoreConfig {
@@ -208,6 +211,7 @@ impl StoreConfig {
         Ok(match self {
             Self::Memory => Arc::new(MemoryStore::new()),
             Self::Sqlite { path } => Arc::new(SqliteStore::open_sealed(path, sealer).await?),
+            Self::Redis(config) => Arc::new(RedisStore::open(config, sealer).await?),
         })
     }
 }

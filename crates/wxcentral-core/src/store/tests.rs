@@ -565,3 +565,160 @@ async fn sqlite_reseals_under_a_new_key_at_open() {
     let store = SqliteStore::open_sealed(&path, Some(only_new)).await.unwrap();
     assert_eq!(store.get_secret("verify_ticket:wxc").await.unwrap(), Some(Secret::from("ticket-1")));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Redis: the same suite against a real redis-server, plus what only a networked store can do.
+
+fn redis_config(server: &crate::testing::RedisServer, namespace: &str) -> RedisConfig {
+    RedisConfig {
+        url: Secret::new(server.url()),
+        namespace: namespace.into(),
+        timeout: Duration::from_millis(500),
+        wait_replicas: 0,
+    }
+}
+
+async fn open_redis(server: &crate::testing::RedisServer, namespace: &str) -> RedisStore {
+    RedisStore::open(&redis_config(server, namespace), Some(key_of_the_run())).await.unwrap()
+}
+
+/// Every key and value of the server, as raw text.
+async fn redis_dump(server: &crate::testing::RedisServer) -> String {
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut c).await.unwrap();
+    let mut out = String::new();
+    for k in keys {
+        let kind: String = ::redis::cmd("TYPE").arg(&k).query_async(&mut c).await.unwrap();
+        let v: Vec<String> = match kind.as_str() {
+            "hash" => ::redis::cmd("HGETALL").arg(&k).query_async(&mut c).await.unwrap(),
+            "set" => ::redis::cmd("SMEMBERS").arg(&k).query_async(&mut c).await.unwrap(),
+            _ => vec![::redis::cmd("GET").arg(&k).query_async(&mut c).await.unwrap()],
+        };
+        out += &format!("{k} {v:?}\n");
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_conforms() {
+    let server = crate::testing::RedisServer::start();
+    let mut stores = Vec::new();
+    for i in 0..10 {
+        stores.push(Arc::new(open_redis(&server, &format!("conf{i}")).await) as Arc<dyn Store>);
+    }
+    let next = std::sync::Mutex::new(stores.into_iter());
+    conformance(|| next.lock().unwrap().next().unwrap()).await;
+    // Two handles are two nodes: leases, fences and changes are shared, within the 100 ms the
+    // cluster mode promises.
+    let (a, b) = (open_redis(&server, "pair").await, open_redis(&server, "pair").await);
+    changes_reach_subscribers(&a, &b, Duration::from_millis(100)).await;
+    let l = lease(&a, "refresh:wxs:access_token", "a").await;
+    assert_eq!(b.try_lease("refresh:wxs:access_token", "b", TTL).await.unwrap(), None);
+    // Namespaces do not see each other.
+    let other = open_redis(&server, "elsewhere").await;
+    assert!(other.try_lease("refresh:wxs:access_token", "c", TTL).await.unwrap().is_some());
+    a.release_lease(&l).await.unwrap();
+    let lb = lease(&b, "refresh:wxs:access_token", "b").await;
+    let key = CredentialKey::new("wxs", CredentialKind::AccessToken);
+    assert_eq!(a.put_credential(&key, &new("late"), &l).await.unwrap(), None);
+    assert!(b.put_credential(&key, &new("b"), &lb).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keeps_nothing_in_clear_and_refuses_without_a_key() {
+    let server = crate::testing::RedisServer::start();
+    let err = RedisStore::open(&redis_config(&server, "nokey"), None).await.unwrap_err();
+    assert!(matches!(err, crate::Error::NoEncryptionKey(_)), "{err}");
+    let bad_url =
+        RedisConfig { url: Secret::new("redis://:hunter2@[bad".into()), ..redis_config(&server, "x") };
+    let err = RedisStore::open(&bad_url, Some(sealer())).await.unwrap_err().to_string();
+    assert!(!err.contains("hunter2"), "{err}");
+    let store = open_redis(&server, "clear").await;
+    authorizers_keep_refresh_tokens_and_tombstones(&store).await;
+    apps_round_trip_and_take_their_credentials_along(&store).await;
+    let key = CredentialKey::new("wxclear", CredentialKind::AccessToken);
+    let l = lease(&store, "refresh:wxclear:access_token", "n1").await;
+    store.put_credential(&key, &new("token-in-the-clear-0001"), &l).await.unwrap().unwrap();
+    store.put_secret("verify_ticket:wxcomp", &Secret::from("ticket-in-the-clear-0002")).await.unwrap();
+    let dump = redis_dump(&server).await;
+    assert!(dump.contains("wxcentral:{clear}:credentials"), "{dump}");
+    for secret in ["token-in-the-clear-0001", "ticket-in-the-clear-0002", "rt6", "rotated-secret-0002"] {
+        assert!(!dump.contains(secret), "{secret} in clear:\n{dump}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_with_aof_keeps_everything_and_the_feed_resyncs() {
+    let mut server = crate::testing::RedisServer::start();
+    let store = open_redis(&server, "restart").await;
+    let mut rx = store.subscribe();
+    store.put_secret("refresh_token:wxa", &Secret::from("rt-before-kill")).await.unwrap();
+    let key = CredentialKey::new("wxa", CredentialKind::AccessToken);
+    let l = lease(&store, "refresh:wxa:access_token", "n1").await;
+    let w = store.put_credential(&key, &new("v1"), &l).await.unwrap().unwrap();
+    assert_eq!(rx.recv().await.unwrap(), Change::Credential(key.clone()));
+    store.ping().await.unwrap();
+
+    server.restart();
+    // The feed notices the dropped subscription, subscribes again and says what it missed.
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("a resync").unwrap();
+    assert_eq!(got, Change::Resync);
+    assert_eq!(store.get_refresh_token("wxa").await.unwrap(), Some(Secret::from("rt-before-kill")));
+    assert_eq!(store.get_credential(&key).await.unwrap(), Some(w.clone()));
+    // Fences keep growing across the restart: the old grant cannot write.
+    let l2 = lease(&store, "refresh:wxa:access_token", "n2").await;
+    assert!(l2.fence > l.fence);
+    assert_eq!(store.put_credential(&key, &new("late"), &l).await.unwrap(), None);
+    store.ping().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_fails_calls_within_the_timeout_and_the_feed_comes_back() {
+    let server = crate::testing::RedisServer::start();
+    let store = open_redis(&server, "frozen").await;
+    let writer = open_redis(&server, "frozen").await;
+    let mut rx = store.subscribe();
+    server.signal("STOP");
+    let t0 = std::time::Instant::now();
+    assert!(store.try_lease("refresh:wxa:access_token", "n1", TTL).await.is_err());
+    assert!(store.ping().await.is_err());
+    assert!(t0.elapsed() < Duration::from_secs(3), "calls fail within the timeout: {:?}", t0.elapsed());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.signal("CONT");
+    // After the freeze: the feed resubscribes (a resync) and new writes arrive again.
+    let t1 = std::time::Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("a resync").unwrap();
+    assert_eq!(got, Change::Resync, "nothing was written while frozen");
+    assert!(t1.elapsed() < Duration::from_secs(8));
+    let key = CredentialKey::new("wxa", CredentialKind::AccessToken);
+    let l = loop {
+        if let Some(l) = writer.try_lease("refresh:wxa:access_token", "n2", TTL).await.unwrap() {
+            break l;
+        }
+        // The grant asked for while frozen was applied once Redis resumed; it expires.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    writer.put_credential(&key, &new("after"), &l).await.unwrap().unwrap();
+    let got = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(got, Change::Credential(key));
+    store.ping().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_makes_the_feed_resync() {
+    let server = crate::testing::RedisServer::start_with(false);
+    let store = open_redis(&server, "lost").await;
+    let mut rx = store.subscribe();
+    for i in 0..3 {
+        let key = CredentialKey::new(format!("wx{i}"), CredentialKind::AccessToken);
+        let l = lease(&store, &format!("refresh:wx{i}:access_token"), "n1").await;
+        store.put_credential(&key, &new("v"), &l).await.unwrap().unwrap();
+        assert_eq!(rx.recv().await.unwrap(), Change::Credential(key));
+    }
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let () = ::redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a resync").unwrap();
+    assert_eq!(got, Change::Resync);
+}

@@ -14,7 +14,20 @@ use wechat_proto::Secret;
 use wechat_proto::api::TicketType;
 use wechat_sim::{SimApp, SimConfig, SimHandle};
 use wxcentral::config::{AppConfig, ClientConfig, Config, StoreKind, hash_key};
+pub use wxcentral_core::testing::RedisServer;
 use wxcentral_core::{AppKind, TokenApi};
+
+/// A store handle on the nodes' Redis, for a test to look at what they wrote.
+pub async fn open_redis_store(server: &RedisServer, namespace: &str) -> wxcentral_core::store::RedisStore {
+    let config = wxcentral_core::store::RedisConfig {
+        url: Secret::new(server.url()),
+        namespace: namespace.into(),
+        timeout: Duration::from_secs(2),
+        wait_replicas: 0,
+    };
+    let sealer = Arc::new(wxcentral_core::seal::Sealer::new(&STORE_KEY, &[]).unwrap());
+    wxcentral_core::store::RedisStore::open(&config, Some(sealer)).await.unwrap()
+}
 
 pub const ADMIN_KEY: &str = "test-admin-key-0f9e8d7c6b5a";
 pub const READER_KEY: &str = "test-reader-key-1a2b3c4d5e6f";
@@ -324,9 +337,27 @@ pub fn node_toml(
     node_id: &str,
     extra: &str,
 ) -> String {
+    node_toml_on(sim, apps, &format!("kind = \"sqlite\"\npath = {db:?}\n"), node_id, extra)
+}
+
+/// The `[store]` keys of a node on the Redis at `url`, under `namespace`, sealing with the
+/// harness's store key.
+pub fn redis_store_toml(url: &str, namespace: &str) -> String {
+    format!(
+        "kind = \"redis\"\nurl = \"{url}\"\nnamespace = \"{namespace}\"\ntimeout_ms = 500\nencryption_key = \"{}\"\n",
+        STORE_KEY.expose()
+    )
+}
+
+/// One store key for every node of a test run (they must all open what the others sealed).
+pub static STORE_KEY: std::sync::LazyLock<Secret> =
+    std::sync::LazyLock::new(wxcentral_core::seal::Sealer::generate_key);
+
+/// [`node_toml`] on any store: `store` is the body of its `[store]` table.
+pub fn node_toml_on(sim: &SimHandle, apps: &[TestApp], store: &str, node_id: &str, extra: &str) -> String {
     let c = config(sim, apps);
     let mut t = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nnode_id = \"{node_id}\"\n\n[store]\nkind = \"sqlite\"\npath = {db:?}\n\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nnode_id = \"{node_id}\"\n\n[store]\n{store}\n\
          [upstream]\nbase_url = \"{}\"\ntimeout_ms = {}\n\n[refresh]\nread_wait_ms = {}\n",
         c.upstream.base_url,
         c.upstream.timeout_ms,
