@@ -179,6 +179,9 @@ impl Inner {
         seen: Option<u64>,
     ) -> FlightResult {
         let key = &slot.key;
+        if self.store.unreachable() {
+            return self.refresh_alone(slot, reason).await;
+        }
         let stored = match self.store.get_credential(key).await {
             Ok(s) => s,
             Err(e) => {
@@ -219,6 +222,22 @@ impl Inner {
             self.release(&grant).await;
         }
         result
+    }
+
+    /// A refresh while the store is known to be unreachable: what may be fetched without the
+    /// lease (stable tokens, tickets: WeChat hands every caller the same) is, and kept in this
+    /// node's memory; a token whose fetch kills the value other nodes hold is not, and the
+    /// node keeps serving what it has.
+    async fn refresh_alone(self: &Arc<Self>, slot: &Arc<Slot>, reason: Reason) -> FlightResult {
+        if slot.source.kills_predecessor() {
+            return Err(FlightError::other(FaultClass::Transient, "store unreachable: no refresh lease"));
+        }
+        tracing::warn!(appid = slot.key.appid, kind = %slot.key.kind, "store unreachable; refreshing without the lease, the value stays in this node's memory");
+        let prepared = self.prepare(slot).await?;
+        let permit = if slot.source.is_token() { Some(self.limiter.acquire().await) } else { None };
+        let fetched_at = now_ms();
+        let fetch = self.fetch(slot, reason, permit, prepared).await?;
+        self.land(slot, reason, fetch, fetched_at, None, &mut None).await
     }
 
     pub(super) async fn release(&self, lease: &Lease) {
@@ -357,8 +376,8 @@ impl Inner {
         }
         // Whether our lease still stands is the store's call: it refuses the write once a newer
         // grant exists (we stalled, or the fetch was slow, and another node took over).
-        let cred = match lease.as_ref() {
-            Some(grant) => match self.write_under(key, &new, grant, refresh_token.as_ref()).await {
+        let cred = match lease.clone() {
+            Some(ref grant) => match self.write_under(key, &new, grant, refresh_token.as_ref()).await {
                 Ok(Some(written)) => {
                     lease.take();
                     written
@@ -378,6 +397,11 @@ impl Inner {
                 }
                 Err(e) => {
                     tracing::warn!(appid = key.appid, kind = %key.kind, error = %e, "store write failed; serving the new value from memory");
+                    if let Some(rt) = &refresh_token {
+                        // WeChat may have rotated the refresh token: it exists only here now.
+                        self.write_later(key, &new, grant, rt);
+                        lease.take();
+                    }
                     new.with_version(local_version(grant.fence))
                 }
             },
@@ -395,6 +419,47 @@ impl Inner {
             "credential refreshed"
         );
         Ok(Fetched { cred: installed, rotated: true })
+    }
+
+    /// Keeps writing a fetched authorizer token and its (possibly rotated) refresh token until
+    /// the store takes it, or refuses it because a newer grant of the lease exists (then
+    /// another node refreshed after us, with the refresh token the store had, and its own
+    /// rotation stands). A store that was unreachable for the write may well have applied it
+    /// (Redis runs what it received once it answers again); writing again under the same
+    /// fence is then refused or rewrites the same values.
+    fn write_later(&self, key: &CredentialKey, new: &NewCredential, lease: &Lease, refresh_token: &Secret) {
+        let (store, cancel) = (Arc::clone(&self.store), self.cancel.clone());
+        let (key, new, lease, rt) = (key.clone(), new.clone(), lease.clone(), refresh_token.clone());
+        self.tasks.spawn(async move {
+            let mut pause = Duration::from_millis(500);
+            // WeChat keeps the previous refresh token working for a while after a rotation;
+            // past that, the authorizer list is what recovers it.
+            let until = tokio::time::Instant::now() + Duration::from_secs(600);
+            while tokio::time::Instant::now() < until {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                let write =
+                    crate::authorizer::AuthorizerWrite { refresh_token: &rt, record: None, code_digest: None };
+                match store.put_authorizer_token(&key, &new, &lease, write).await {
+                    Ok(Some(_)) => {
+                        tracing::info!(appid = key.appid, "refresh token written after the store came back");
+                        return;
+                    }
+                    Ok(None) => {
+                        tracing::info!(appid = key.appid, "refresh token superseded by a later refresh before it could be written");
+                        return;
+                    }
+                    Err(e) => tracing::debug!(appid = key.appid, error = %e, "refresh token still not written"),
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            tracing::error!(
+                appid = key.appid,
+                "a refresh token WeChat returned was never written to the store; it is recovered from the authorizer list when needed"
+            );
+        });
     }
 
     /// The fenced write of a fetched value; an authorizer's refresh token goes with it.

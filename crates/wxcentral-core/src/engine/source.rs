@@ -73,9 +73,14 @@ impl Source {
     }
 }
 
+/// How long an upstream answer waits for its quota book entry (see [`Inner::call_upstream`]).
+const QUOTA_BOOK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Inner {
     /// Counts the call in the quota book (alongside the call, so the store's fsync does not
-    /// delay it) and makes it.
+    /// delay it) and makes it. A slow store delays the answer by [`QUOTA_BOOK_PATIENCE`] at
+    /// most: the book is finished in the background, because the time until the answer is
+    /// how precisely the value's expiry is known.
     pub(super) async fn call_upstream<T>(
         &self,
         appid: &str,
@@ -89,17 +94,21 @@ impl Inner {
         };
         let day = wechat_day(now_ms());
         let entry = self.registry.get(appid);
-        let book = async {
-            match self.store.incr_quota(appid, endpoint, &day).await {
-                Ok(n) => {
-                    if let Some(e) = &entry {
-                        e.record_quota(endpoint, &day, n);
+        let book = {
+            let (store, entry, appid) = (Arc::clone(&self.store), entry.clone(), appid.to_owned());
+            self.tasks.spawn(async move {
+                match store.incr_quota(&appid, endpoint, &day).await {
+                    Ok(n) => {
+                        if let Some(e) = &entry {
+                            e.record_quota(endpoint, &day, n);
+                        }
                     }
+                    Err(e) => tracing::warn!(appid, endpoint, error = %e, "quota book not updated"),
                 }
-                Err(e) => tracing::warn!(appid, endpoint, error = %e, "quota book not updated"),
-            }
+            })
         };
-        let ((), result) = tokio::join!(book, call);
+        let result = call.await;
+        let _ = tokio::time::timeout(QUOTA_BOOK_PATIENCE, book).await;
         if let Some(e) = &entry {
             let outcome = match &result {
                 Ok(_) => "ok".to_owned(),

@@ -180,6 +180,12 @@ pub trait Store:
 {
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<()>;
+    /// The store is known to be unreachable right now (a networked store that lost its
+    /// connection): a refresh goes straight to what it may do without the store instead of
+    /// spending the store's timeouts first. A hint, never a guarantee either way.
+    fn unreachable(&self) -> bool {
+        false
+    }
 }
 
 /// The names of an app's refresh leases start with this (`refresh:{appid}:{kind}`).

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod platform;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -693,6 +693,12 @@ impl Store for RedisStore {
         }
         Ok(())
     }
+
+    /// The feed's subscription is down: it pings every second, so this turns within about two
+    /// seconds of Redis stopping to answer, and back once it subscribed again.
+    fn unreachable(&self) -> bool {
+        !self.feed_state.connected()
+    }
 }
 
 #[cfg(test)]
