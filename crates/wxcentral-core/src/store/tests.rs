@@ -349,11 +349,26 @@ async fn sqlite_handles_on_one_file_share_leases_and_changes() {
     let path = dir.path().join("shared.db");
     let opened = futures::future::join_all((0..3).map(|_| SqliteStore::open(&path))).await;
     let [a, b, _c] = <[_; 3]>::try_from(opened).unwrap().map(Result::unwrap);
-    changes_reach_subscribers(&a, &b, Duration::from_millis(250)).await;
-    let l = lease(&a, "refresh:wxs:access_token", "a").await;
+    two_handles_share_leases_and_changes(&a, &b, Duration::from_millis(250), None).await;
+}
+
+/// Two handles on one store (two processes, two nodes): changes reach the other within
+/// `bound`, leases and fences are shared. `elsewhere`, a handle on another namespace, shares
+/// nothing.
+async fn two_handles_share_leases_and_changes(
+    a: &dyn Store,
+    b: &dyn Store,
+    bound: Duration,
+    elsewhere: Option<&dyn Store>,
+) {
+    changes_reach_subscribers(a, b, bound).await;
+    let l = lease(a, "refresh:wxs:access_token", "a").await;
     assert_eq!(b.try_lease("refresh:wxs:access_token", "b", TTL).await.unwrap(), None);
+    if let Some(other) = elsewhere {
+        assert!(other.try_lease("refresh:wxs:access_token", "c", TTL).await.unwrap().is_some());
+    }
     a.release_lease(&l).await.unwrap();
-    let lb = lease(&b, "refresh:wxs:access_token", "b").await;
+    let lb = lease(b, "refresh:wxs:access_token", "b").await;
     let key = CredentialKey::new("wxs", CredentialKind::AccessToken);
     assert_eq!(a.put_credential(&key, &new("late"), &l).await.unwrap(), None);
     assert!(b.put_credential(&key, &new("b"), &lb).await.unwrap().is_some());
@@ -612,17 +627,9 @@ async fn redis_store_conforms() {
     // Two handles are two nodes: leases, fences and changes are shared, within the 100 ms the
     // cluster mode promises.
     let (a, b) = (open_redis(&server, "pair").await, open_redis(&server, "pair").await);
-    changes_reach_subscribers(&a, &b, Duration::from_millis(100)).await;
-    let l = lease(&a, "refresh:wxs:access_token", "a").await;
-    assert_eq!(b.try_lease("refresh:wxs:access_token", "b", TTL).await.unwrap(), None);
     // Namespaces do not see each other.
     let other = open_redis(&server, "elsewhere").await;
-    assert!(other.try_lease("refresh:wxs:access_token", "c", TTL).await.unwrap().is_some());
-    a.release_lease(&l).await.unwrap();
-    let lb = lease(&b, "refresh:wxs:access_token", "b").await;
-    let key = CredentialKey::new("wxs", CredentialKind::AccessToken);
-    assert_eq!(a.put_credential(&key, &new("late"), &l).await.unwrap(), None);
-    assert!(b.put_credential(&key, &new("b"), &lb).await.unwrap().is_some());
+    two_handles_share_leases_and_changes(&a, &b, Duration::from_millis(100), Some(&other)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
