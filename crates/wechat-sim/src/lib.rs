@@ -38,8 +38,9 @@ mod wechat;
 pub use clock::{Clock, secs_to_next_shanghai_midnight, shanghai_day};
 pub use config::{DEMO_APPID, DEMO_SECRET, SimApp, SimComponent, SimConfig, SimError};
 pub use push::PushOutcome;
-pub use server::{Simulator, router};
+pub use server::{PATH_MEDIA_GET, PATH_MEDIA_UPLOAD, Simulator, media_byte, router};
 pub use state::{FaultKind, FaultSpec};
+pub use wechat::PATH_QRCODE_CREATE;
 
 use std::net::SocketAddr;
 use std::time::Duration;

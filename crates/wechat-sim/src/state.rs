@@ -335,6 +335,25 @@ impl State {
         Ok(rec)
     }
 
+    /// Kills every token of `appid` at `now`, behind its holders' backs (as another server's
+    /// `force_refresh`, or WeChat revoking a leaked token, does); returns how many it killed.
+    /// The next token call mints a new one.
+    pub fn invalidate_app(&mut self, appid: &str, now: Millis) -> usize {
+        let mut killed = 0;
+        for rec in self.tokens.values_mut() {
+            if rec.appid == appid && rec.invalidated_at.is_none_or(|i| i > now) && rec.expires_at > now {
+                rec.invalidated_at = Some(now);
+                killed += 1;
+            }
+        }
+        if let Some(app) = self.apps.get_mut(appid) {
+            app.classic_current = None;
+            app.classic_prev = None;
+            app.stable_current = None;
+        }
+        killed
+    }
+
     pub fn is_valid(&self, token: &str, now: Millis) -> bool {
         self.check_token(Some(token), now).is_ok()
     }

@@ -8,6 +8,9 @@ use crate::config::SimApp;
 use crate::state::{Family, State, TOKEN_ALPHABET, derived_id, derived_openid, random_string};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+/// `POST /cgi-bin/qrcode/create`.
+pub const PATH_QRCODE_CREATE: &str = "/cgi-bin/qrcode/create";
+
 use wechat_proto::api::{
     AUTHORIZER_LIST_MAX_COUNT, PATH_AUTHORIZER_TOKEN, PATH_COMPONENT_TOKEN, PATH_GET_API_DOMAIN_IP,
     PATH_GET_AUTHORIZER_INFO, PATH_GET_AUTHORIZER_LIST, PATH_GETTICKET, PATH_GETUSERPHONENUMBER,
@@ -129,6 +132,7 @@ impl State {
             PATH_GETUSERPHONENUMBER => self.phone_number(req),
             PATH_SUBSCRIBE_SEND => self.subscribe_send(req),
             PATH_OAUTH2_ACCESS_TOKEN => self.oauth2_access_token(req),
+            PATH_QRCODE_CREATE => self.qrcode_create(req),
             _ => return Reply::NotFound,
         };
         result.map_or_else(Reply::Err, Reply::Ok)
@@ -550,6 +554,27 @@ impl State {
             "qr_scene": 98765,
             "qr_scene_str": "",
         }))
+    }
+
+    /// `POST /cgi-bin/qrcode/create`: a parametric QR code ticket for an official account.
+    fn qrcode_create(&mut self, req: &Req<'_>) -> R<Value> {
+        self.api_token(req)?;
+        let body = req.json()?;
+        let action = body.get("action_name").and_then(Value::as_str).ok_or(40097)?;
+        let expire = match action {
+            "QR_SCENE" | "QR_STR_SCENE" => {
+                body.get("expire_seconds").and_then(Value::as_u64).unwrap_or(60).clamp(60, 2_592_000)
+            }
+            "QR_LIMIT_SCENE" | "QR_LIMIT_STR_SCENE" => 0,
+            _ => return Err(40097),
+        };
+        let ticket = format!("gQ{}", random_string(62));
+        let mut v =
+            json!({ "ticket": ticket, "url": format!("http://weixin.qq.com/q/{}", random_string(22)) });
+        if expire > 0 {
+            v["expire_seconds"] = json!(expire);
+        }
+        Ok(v)
     }
 
     fn wxacode(&mut self, req: &Req<'_>) -> R<Reply> {

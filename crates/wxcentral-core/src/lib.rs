@@ -34,7 +34,7 @@ pub mod wire;
 
 pub use engine::{
     AppStatus, AuthorizerStatus, ComponentStatus, CredentialStatus, Engine, EngineConfig, ForcedRefresh,
-    ImportReport, Origin,
+    ImportReport, Origin, TokenOwner,
 };
 pub use error::{Error, Result};
 pub use kind::{AppKind, AppSpec, Credential, CredentialKey, CredentialKind, TokenApi};

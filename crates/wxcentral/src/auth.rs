@@ -90,6 +90,12 @@ impl Clients {
         self.find(key).ok_or(ApiError::Unauthorized)
     }
 
+    /// The client whose key is `key` (a key shown in place of an AppSecret on the drop-in
+    /// endpoints).
+    pub fn by_key(&self, key: &str) -> Option<&Client> {
+        self.find(key)
+    }
+
     fn find(&self, key: &str) -> Option<&Client> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let mut found = None;

@@ -57,6 +57,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     #[serde(default)]
     pub refresh: RefreshConfig,
+    #[serde(default)]
+    pub proxy: ProxyConfig,
     #[serde(default, rename = "app")]
     pub apps: Vec<AppConfig>,
     #[serde(default, rename = "component")]
@@ -196,6 +198,9 @@ pub struct UpstreamConfig {
     /// Upstream calls started per second, every credential together.
     #[serde(default = "default_max_per_second")]
     pub max_per_second: u32,
+    /// The budget of one proxied call (uploads and downloads take longer than token calls).
+    #[serde(default = "default_proxy_timeout_ms")]
+    pub proxy_timeout_ms: u64,
 }
 
 impl Default for UpstreamConfig {
@@ -205,8 +210,81 @@ impl Default for UpstreamConfig {
             timeout_ms: default_timeout_ms(),
             max_concurrency: default_max_concurrency(),
             max_per_second: default_max_per_second(),
+            proxy_timeout_ms: default_proxy_timeout_ms(),
         }
     }
+}
+
+fn default_proxy_timeout_ms() -> u64 {
+    30_000
+}
+
+/// The token-injecting proxy in front of WeChat's API (DESIGN.md §5).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Path prefixes forwarded to the upstream; anything else is not WeChat's and gets 404.
+    #[serde(default = "default_proxy_prefixes")]
+    pub prefixes: Vec<String>,
+    /// The largest request body forwarded (uploads).
+    #[serde(default = "default_proxy_request_bytes")]
+    pub max_request_bytes: u64,
+    /// The largest response body forwarded (downloads).
+    #[serde(default = "default_proxy_response_bytes")]
+    pub max_response_bytes: u64,
+    /// Request bodies up to this size are kept for the one retry after a token error; larger
+    /// ones stream through and are not retried.
+    #[serde(default = "default_proxy_retry_bytes")]
+    pub retry_body_bytes: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            prefixes: default_proxy_prefixes(),
+            max_request_bytes: default_proxy_request_bytes(),
+            max_response_bytes: default_proxy_response_bytes(),
+            retry_body_bytes: default_proxy_retry_bytes(),
+        }
+    }
+}
+
+fn default_proxy_prefixes() -> Vec<String> {
+    [
+        "/cgi-bin/",
+        "/wxa/",
+        "/sns/",
+        "/datacube/",
+        "/card/",
+        "/customservice/",
+        "/merchant/",
+        "/channels/",
+        "/shop/",
+        "/product/",
+        "/wxaapi/",
+        "/semantic/",
+        "/tcb/",
+        "/intp/",
+        "/union/",
+        "/mall/",
+        "/scan/",
+        "/wxopen/",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
+fn default_proxy_request_bytes() -> u64 {
+    64 << 20
+}
+
+fn default_proxy_response_bytes() -> u64 {
+    256 << 20
+}
+
+fn default_proxy_retry_bytes() -> u64 {
+    1 << 20
 }
 
 fn default_max_concurrency() -> usize {
@@ -237,6 +315,9 @@ pub struct RefreshConfig {
     /// How long WeChat keeps a classic token working after its successor was fetched (300 s
     /// on the real service); bounds the `expires_in` promised to clients.
     pub token_overlap_secs: Option<u64>,
+    /// The youngest a value may be for a guarded report (a drop-in `force_refresh`, an SDK
+    /// asking for its token again) to refresh it (30 s, WeChat's spacing of force_refresh).
+    pub report_guard_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -285,7 +366,7 @@ pub struct ClientConfig {
 }
 
 /// Sections whose scalar keys `WXCENTRAL_<SECTION>_<KEY>` overrides.
-const SECTIONS: [&str; 4] = ["server", "store", "upstream", "refresh"];
+const SECTIONS: [&str; 5] = ["server", "store", "upstream", "refresh", "proxy"];
 /// Array sections, overridden as `WXCENTRAL_<SECTION>_<INDEX>_<KEY>`.
 const ARRAYS: [&str; 3] = ["app", "component", "client"];
 
@@ -330,6 +411,29 @@ impl Config {
         check_http_url("upstream.base_url", &self.upstream.base_url)?;
         if self.upstream.timeout_ms == 0 {
             return Err(ConfigError::new("upstream.timeout_ms", "must be greater than 0"));
+        }
+        if self.upstream.proxy_timeout_ms == 0 {
+            return Err(ConfigError::new("upstream.proxy_timeout_ms", "must be greater than 0"));
+        }
+        for p in &self.proxy.prefixes {
+            let segment = p.strip_prefix('/').and_then(|r| r.strip_suffix('/'));
+            if !segment.is_some_and(|s| {
+                !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            }) {
+                return Err(ConfigError::new(
+                    "proxy.prefixes",
+                    format!("{p:?} is not one path segment like \"/cgi-bin/\""),
+                ));
+            }
+            if p == "/v1/" || p == "/callback/" {
+                return Err(ConfigError::new("proxy.prefixes", format!("{p:?} is the hub's own")));
+            }
+        }
+        if self.proxy.retry_body_bytes > self.proxy.max_request_bytes {
+            return Err(ConfigError::new(
+                "proxy.retry_body_bytes",
+                "must not exceed proxy.max_request_bytes",
+            ));
         }
         if let Some(id) = &self.server.node_id
             && (id.is_empty() || id.len() > 128 || id.chars().any(char::is_control))
@@ -529,6 +633,7 @@ impl Config {
             token_overlap_secs: self.refresh.token_overlap_secs.unwrap_or(defaults.token_overlap_secs),
             max_concurrency: self.upstream.max_concurrency,
             max_per_second: self.upstream.max_per_second,
+            report_guard: self.refresh.report_guard_secs.map_or(defaults.report_guard, Duration::from_secs),
         }
     }
 

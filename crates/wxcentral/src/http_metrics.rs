@@ -6,6 +6,11 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
+/// The route a response is counted under when the router's template is too coarse (the
+/// proxy's `/cgi-bin/{*path}`): set by the handler, bounded by construction.
+#[derive(Clone, Debug)]
+pub struct RouteLabel(pub String);
+
 /// Request counters and latency histograms by route template (not by raw path, which would make
 /// one series per appid), method and status.
 ///

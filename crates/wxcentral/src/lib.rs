@@ -15,27 +15,32 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod dropin;
 pub mod error;
 pub mod front;
 pub mod http_metrics;
 pub mod offline;
 pub mod openapi;
 pub mod platform;
+pub mod proxy;
 pub mod render;
+pub mod repeats;
 pub mod sandbox;
 pub mod state;
 pub mod telemetry;
+pub mod wx_error;
 
 use crate::auth::Clients;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Router, ServiceExt};
 use std::future::Future;
 use std::time::Duration;
 use tower_http::trace::TraceLayer;
+use wechat_proto::api as wx;
 use wxcentral_core::Engine;
 use wxcentral_core::upstream::Upstream;
 
@@ -62,6 +67,8 @@ pub async fn build_state(config: &Config) -> Result<AppState, ServerError> {
         telemetry::metrics_handle(),
         config.server.body_limit_bytes,
         config.server.metrics_per_app,
+        proxy::Proxy::new(config)
+            .map_err(|e| ServerError::Core(wxcentral_core::Error::Config(format!("proxy client: {e}"))))?,
     );
     state.set_components(platform::Components::from_config(config)?);
     Ok(state)
@@ -100,6 +107,8 @@ pub async fn reload(state: &AppState, running: &Config, config: &Config) -> Resu
     Ok(())
 }
 
+const PATH_OAUTH2_REFRESH_TOKEN: &str = "/sns/oauth2/refresh_token";
+
 /// The body limit of `PUT /v1/apps` (1000 apps of the largest shape fit).
 pub const BATCH_BODY_LIMIT: usize = 4 << 20;
 
@@ -107,7 +116,21 @@ pub const BATCH_BODY_LIMIT: usize = 4 << 20;
 /// [`serve`] puts the credential fast path of [`front::Front`] in front of it.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit();
+    let mut wechat = Router::new()
+        .route(wx::PATH_TOKEN, any(dropin::token))
+        .route(wx::PATH_STABLE_TOKEN, any(dropin::stable_token))
+        .route(wx::PATH_GETTICKET, any(dropin::getticket))
+        .route(wx::PATH_COMPONENT_TOKEN, any(dropin::component_token))
+        .route(wx::PATH_AUTHORIZER_TOKEN, any(dropin::authorizer_token))
+        .route(wx::PATH_JSCODE2SESSION, any(dropin::with_secret))
+        .route(wx::PATH_OAUTH2_ACCESS_TOKEN, any(dropin::with_secret))
+        .route(PATH_OAUTH2_REFRESH_TOKEN, any(dropin::known_app));
+    for prefix in state.proxy().prefixes() {
+        wechat = wechat.route(&format!("{prefix}{{*path}}"), any(dropin::proxy));
+    }
     Router::new()
+        .merge(wechat)
+        .route("/v1/apps/{appid}/wechat/{*path}", any(dropin::token_free))
         .route("/", get(api::root))
         // A batch of up to 1000 apps needs more room than the body limit of everything else.
         .route(
@@ -154,7 +177,9 @@ pub async fn serve(
     let engine = state.engine().clone();
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let front = front::Front::new(router(state.clone()), state);
-    axum::serve(listener, front.into_make_service()).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, front.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
     engine.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -3,6 +3,8 @@
 use crate::auth::Clients;
 use crate::http_metrics::HttpMetrics;
 use crate::platform::Components;
+use crate::proxy::Proxy;
+use crate::repeats::Repeats;
 use arc_swap::{ArcSwap, Guard};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -23,6 +25,8 @@ struct Inner {
     http_metrics: HttpMetrics,
     body_limit: usize,
     metrics_per_app: bool,
+    proxy: Proxy,
+    repeats: Repeats,
 }
 
 impl AppState {
@@ -32,6 +36,7 @@ impl AppState {
         metrics: PrometheusHandle,
         body_limit: usize,
         metrics_per_app: bool,
+        proxy: Proxy,
     ) -> Self {
         Self(Arc::new(Inner {
             engine,
@@ -41,6 +46,8 @@ impl AppState {
             http_metrics: HttpMetrics::default(),
             body_limit,
             metrics_per_app,
+            proxy,
+            repeats: Repeats::default(),
         }))
     }
 
@@ -80,6 +87,14 @@ impl AppState {
 
     pub fn body_limit(&self) -> usize {
         self.0.body_limit
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        &self.0.proxy
+    }
+
+    pub fn repeats(&self) -> &Repeats {
+        &self.0.repeats
     }
 
     pub fn metrics_per_app(&self) -> bool {

@@ -79,7 +79,9 @@ pub async fn track_http(State(state): State<AppState>, req: Request, next: Next)
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let response = next.run(req).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let label = response.extensions().get::<crate::http_metrics::RouteLabel>();
+    let route =
+        label.map(|l| l.0.as_str()).or(route.as_ref().map(MatchedPath::as_str)).unwrap_or("unmatched");
     state.http_metrics().record(&method, route, response.status(), start.elapsed());
     response
 }

@@ -248,7 +248,7 @@ impl Inner {
 
     /// Our write came after a newer grant of the lease: the value we fetched is not the one
     /// the cluster keeps. Adopt what the store holds and count the refusal.
-    pub(super) async fn late_write(&self, slot: &Slot) -> FlightError {
+    pub(super) async fn late_write(&self, slot: &Arc<Slot>) -> FlightError {
         let key = &slot.key;
         metrics::counter!("wxcentral_late_writes_refused_total", "kind" => key.kind.as_str()).increment(1);
         tracing::warn!(appid = key.appid, kind = %key.kind, "refresh lease lost before the write; the fetched value is dropped");
@@ -276,7 +276,12 @@ impl Inner {
 
     /// Takes the slot's refresh lease, waiting while another node holds it: that node's value
     /// usually arrives meanwhile (through the change feed) and is adopted instead of fetching.
-    pub(super) async fn take_lease(&self, slot: &Slot, reason: Reason, seen: Option<u64>) -> LeaseOutcome {
+    pub(super) async fn take_lease(
+        &self,
+        slot: &Arc<Slot>,
+        reason: Reason,
+        seen: Option<u64>,
+    ) -> LeaseOutcome {
         let name = format!("{}{}", crate::store::lease_prefix(&slot.key.appid), slot.key.kind);
         let ttl = self.lease_ttl(slot);
         let poll = Duration::from_millis(200);
@@ -337,7 +342,7 @@ impl Inner {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn land(
         &self,
-        slot: &Slot,
+        slot: &Arc<Slot>,
         reason: Reason,
         fetch: Fetch,
         fetched_at: i64,

@@ -39,6 +39,7 @@ use wechat_proto::api::{self, TicketType};
 
 mod feed;
 mod flight;
+mod index;
 mod metrics_text;
 mod platform;
 mod reads;
@@ -49,6 +50,7 @@ mod source;
 mod status;
 
 use flight::*;
+pub use index::TokenOwner;
 use metrics_text::{AppCalls, SlotCounters};
 pub use platform::{AuthorizerStatus, ComponentStatus, ImportReport, TICKET_STALE_MS};
 pub use registry::Origin;
@@ -75,6 +77,9 @@ pub struct EngineConfig {
     pub max_concurrency: usize,
     /// Upstream calls started per second, all credentials together.
     pub max_per_second: u32,
+    /// The youngest a value may be for a guarded report ([`Engine::report_suspect`]) to
+    /// refresh it: 30 s, WeChat's own spacing of `force_refresh`.
+    pub report_guard: Duration,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +93,7 @@ impl Default for EngineConfig {
             token_overlap_secs: 300,
             max_concurrency: 16,
             max_per_second: 50,
+            report_guard: Duration::from_secs(30),
         }
     }
 }
@@ -171,6 +177,8 @@ struct Inner {
     tasks: TaskTracker,
     next_flight: AtomicU64,
     limiter: Limiter,
+    /// Token value (digest) to slot, for the drop-in proxy.
+    index: index::TokenIndex,
 }
 
 pub struct Engine {
@@ -238,6 +246,7 @@ impl Engine {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             next_flight: AtomicU64::new(1),
+            index: index::TokenIndex::default(),
         });
         // Subscribed before the load, so nothing written in between is missed.
         let changes = inner.store.subscribe();
@@ -402,6 +411,22 @@ impl Engine {
         value: &str,
     ) -> Result<Arc<Credential>> {
         self.inner.report_invalid(appid, kind, value).await
+    }
+
+    /// A caller suspects the current value without having seen WeChat reject it (a drop-in
+    /// `force_refresh`, an SDK asking for its token again): treated as a report of the current
+    /// value, but at most one per credential per 30 s (a value younger than that is answered
+    /// as it is, whichever node fetched it) and 20 a WeChat day; over that the current value
+    /// is answered.
+    pub async fn report_suspect(&self, appid: &str, kind: CredentialKind) -> Result<Arc<Credential>> {
+        self.inner.report_suspect(appid, kind).await
+    }
+
+    /// The app (authorizer, component) and credential whose token `value` is: the current
+    /// value, or its predecessor within WeChat's overlap. `None` for anything the hub did not
+    /// hand out, so the proxy never relays a token it cannot vouch for.
+    pub fn resolve_token(&self, value: &str) -> Option<TokenOwner> {
+        self.inner.resolve_token(value)
     }
 
     /// Refreshes now whatever is held (admin action). Stable tokens use `force_refresh`, which

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// Guarded reports per credential and WeChat day that may reach the engine, as many as
+/// WeChat allows `force_refresh` calls on stable tokens.
+pub(super) const SUSPECT_DAILY: u32 = 20;
+
 impl Inner {
     pub(super) async fn get(
         self: &Arc<Self>,
@@ -107,6 +111,50 @@ impl Inner {
                 Err(self.unavailable(&slot, until_ms - now_ms(), reason))
             }
         }
+    }
+
+    pub(super) async fn report_suspect(
+        self: &Arc<Self>,
+        appid: &str,
+        kind: CredentialKind,
+    ) -> Result<Arc<Credential>> {
+        let slot = self.slot(appid, kind)?;
+        let wait = self.config.read_wait;
+        let now = now_ms();
+        let Some(cur) = slot.current.load_full().filter(|c| self.servable(&slot, c, now)) else {
+            return self.wait_for_value(&slot, wait).await;
+        };
+        // Fetched moments ago (by any node: the time travels with the value): a suspicion about
+        // it is more likely a caller's reflex than a dead value.
+        let guard_ms = i64::try_from(self.config.report_guard.as_millis()).unwrap_or(i64::MAX);
+        if now - cur.fetched_at_ms < guard_ms {
+            return Ok(cur);
+        }
+        let allowed = {
+            let mut st = lock(&slot.state);
+            let day = wechat_day(now);
+            match &mut st.suspects {
+                Some((d, _, v)) if *d == day && *v == cur.version => true,
+                Some((d, n, v)) if *d == day => {
+                    if *n >= SUSPECT_DAILY {
+                        false
+                    } else {
+                        *n += 1;
+                        *v = cur.version;
+                        true
+                    }
+                }
+                other => {
+                    *other = Some((day, 1, cur.version));
+                    true
+                }
+            }
+        };
+        if !allowed {
+            tracing::debug!(appid, %kind, "suspicion over today's budget: current value answered");
+            return Ok(cur);
+        }
+        self.report_invalid(appid, kind, cur.value.expose()).await
     }
 
     pub(super) async fn force_refresh(

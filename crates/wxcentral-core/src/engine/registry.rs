@@ -76,9 +76,10 @@ impl AppEntry {
         std::iter::once(token).chain((!self.spec.tickets.is_empty()).then_some(api::PATH_GETTICKET))
     }
 
-    fn retire(&self) {
+    fn retire(&self, index: &index::TokenIndex) {
         for slot in &self.slots {
             slot.cancel.cancel();
+            index.forget(slot);
         }
     }
 }
@@ -176,7 +177,7 @@ impl Inner {
             // change feed echoing this node's own write) put there a moment ago: no slot is
             // ever left running outside the map.
             if let Some(old) = self.registry.apps.pin().insert(entry.spec.appid.clone(), Arc::clone(&entry)) {
-                old.retire();
+                old.retire(&self.index);
             }
             added.push(entry);
         }
@@ -244,7 +245,7 @@ impl Inner {
         let Some(entry) = self.registry.apps.pin().remove(appid).cloned() else {
             return Ok(false);
         };
-        entry.retire();
+        entry.retire(&self.index);
         if forget {
             self.store.delete_credentials(appid).await?;
         }

@@ -27,6 +27,10 @@ pub(super) struct SlotState {
     /// Where WeChat's real expiry of the value with that version lies, from the answers that
     /// carried it (only kept for values that stay the same until they expire).
     pub(super) window: Option<(u64, ExpiryWindow)>,
+    /// Guarded reports ([`Engine::report_suspect`]) that reached the engine: the WeChat day,
+    /// how many that day, and the version the last one was about (a burst about one value
+    /// counts once).
+    pub(super) suspects: Option<(String, u32, u64)>,
 }
 
 pub(super) struct Slot {
@@ -49,6 +53,8 @@ pub(super) struct Slot {
     /// until the value changes: see [`Engine::get_memo`].
     pub(super) memo: ArcSwapOption<Memo>,
     pub(super) counters: SlotCounters,
+    /// Digests of this slot's values in the token index, oldest first.
+    pub(super) indexed: Mutex<Vec<index::TokenDigest>>,
 }
 
 /// A value derived from one credential value.
@@ -71,6 +77,7 @@ impl Slot {
             cancel,
             memo: ArcSwapOption::empty(),
             counters: SlotCounters::default(),
+            indexed: Mutex::new(Vec::new()),
         }
     }
 
@@ -152,7 +159,7 @@ impl Inner {
     }
 
     /// [`Inner::install_observed`] for a value whose fetch we did not see (loaded, adopted).
-    pub(super) fn install(&self, slot: &Slot, cred: Arc<Credential>) -> Arc<Credential> {
+    pub(super) fn install(&self, slot: &Arc<Slot>, cred: Arc<Credential>) -> Arc<Credential> {
         self.install_observed(slot, cred, None)
     }
 
@@ -163,7 +170,7 @@ impl Inner {
     /// ([`policy::aligned_check_at`]).
     pub(super) fn install_observed(
         &self,
-        slot: &Slot,
+        slot: &Arc<Slot>,
         cred: Arc<Credential>,
         fetched: Option<ExpiryWindow>,
     ) -> Arc<Credential> {
@@ -183,6 +190,7 @@ impl Inner {
         let planned = policy::refresh_at(cred.expires_at_ms, m, jitter);
         let planned = window.map_or(planned, |w| policy::aligned_check_at(planned, w));
         slot.current.store(Some(Arc::clone(&cred)));
+        self.index.record(slot, &cred);
         st.planned_refresh_ms = Some(planned);
         st.not_before_ms = None;
         st.failures = 0;
@@ -197,7 +205,11 @@ impl Inner {
 
     /// Installs a stored value newer than the one held (another node refreshed, or a late
     /// write of ours lost), returning it.
-    pub(super) fn adopt_if_newer(&self, slot: &Slot, stored: Option<Credential>) -> Option<Arc<Credential>> {
+    pub(super) fn adopt_if_newer(
+        &self,
+        slot: &Arc<Slot>,
+        stored: Option<Credential>,
+    ) -> Option<Arc<Credential>> {
         let s = stored?;
         if slot.version().is_some_and(|v| v >= s.version) {
             return None;

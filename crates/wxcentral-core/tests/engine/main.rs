@@ -2,6 +2,7 @@
 //! compare-and-refresh, short lifetimes, faults, restarts, clusters, tickets and log hygiene.
 
 mod common;
+mod drop_in;
 mod faults;
 mod lifetimes;
 mod logs;

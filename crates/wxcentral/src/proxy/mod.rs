@@ -1,0 +1,364 @@
+//! The token-injecting forwarder in front of WeChat's API (DESIGN.md §5).
+//!
+//! A proxied call carries a token the hub issued (or a secret, or nothing it needs to touch);
+//! the hub sets the current value in its place and forwards method, query, headers and body to
+//! the configured upstream, streaming both ways. When WeChat answers a token error
+//! (40001/40014/42001) for the value the hub injected, the hub reports exactly that value
+//! (compare-and-refresh: many such answers at once share one refresh) and sends the call once
+//! more with the new value, never a third time. Only request bodies up to
+//! `proxy.retry_body_bytes` are kept for that retry; larger ones stream through once.
+//!
+//! Responses are inspected for a token error only when they can be one: JSON or text of at
+//! most [`INSPECT_MAX`] bytes. Everything else (QR codes, media) streams through untouched,
+//! under the response limit.
+
+pub mod target;
+
+use crate::config::Config;
+use crate::wx_error::WxError;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, Method, Response, StatusCode, header};
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt, TryStreamExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+pub use target::Target;
+use wechat_proto::Secret;
+use wechat_proto::errcode::{ErrClass, ErrCode};
+use wxcentral_core::{CredentialKind, Engine};
+
+/// The largest response read whole to look for a token error.
+pub const INSPECT_MAX: usize = 64 << 10;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the hub puts into a forwarded request.
+#[derive(Debug)]
+pub enum Inject {
+    /// The current value of `kind` of `appid` as the query parameter `param`; token errors
+    /// are reported and retried once.
+    Token { appid: String, kind: CredentialKind, param: &'static str },
+    /// The app's real secret as the `secret` parameter (the caller showed a client key).
+    Secret(Secret),
+    /// Forwarded as it came (the token in it is a user's, not the app's).
+    Nothing,
+}
+
+/// The forwarder: one pooled HTTP client with its own timeout, and the limits.
+#[derive(Debug)]
+pub struct Proxy {
+    http: reqwest::Client,
+    base: String,
+    prefixes: Vec<String>,
+    max_request: u64,
+    max_response: u64,
+    retry_body: u64,
+}
+
+/// A request body as the forwarder holds it.
+enum Prepared {
+    /// Small enough to send again.
+    Whole(Bytes),
+    /// Streams through once; the flag tells whether it was cut off at the request limit.
+    Streaming(reqwest::Body, Arc<AtomicBool>),
+}
+
+impl Proxy {
+    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.upstream.proxy_timeout_ms))
+            .connect_timeout(Duration::from_millis(config.upstream.timeout_ms))
+            // A redirect would leave the configured upstream: hand it to the caller instead.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build()?;
+        Ok(Self {
+            http,
+            base: config.upstream.base_url.trim_end_matches('/').to_owned(),
+            prefixes: config.proxy.prefixes.clone(),
+            max_request: config.proxy.max_request_bytes,
+            max_response: config.proxy.max_response_bytes,
+            retry_body: config.proxy.retry_body_bytes,
+        })
+    }
+
+    pub fn prefixes(&self) -> &[String] {
+        &self.prefixes
+    }
+
+    /// Forwards one call to `target` with `inject` applied; see the module doc.
+    pub async fn forward(
+        &self,
+        engine: &Engine,
+        method: Method,
+        headers: &HeaderMap,
+        body: Body,
+        target: &Target,
+        inject: Inject,
+    ) -> Result<Response<Body>, WxError> {
+        let body = self.prepare(headers, body).await?;
+        let headers = request_headers(headers, matches!(body, Prepared::Streaming(..)));
+        let (query, injected) = match &inject {
+            Inject::Token { appid, kind, param } => {
+                let cred = engine.get(appid, *kind).await?;
+                (Some(target::set_param(target.query.as_deref(), param, cred.value.expose())), Some(cred))
+            }
+            Inject::Secret(secret) => {
+                (Some(target::set_param(target.query.as_deref(), "secret", secret.expose())), None)
+            }
+            Inject::Nothing => (target.query.clone(), None),
+        };
+        let (retry_body, first_body, tripped) = match body {
+            Prepared::Whole(b) => (Some(b.clone()), reqwest::Body::from(b), None),
+            Prepared::Streaming(b, t) => (None, b, Some(t)),
+        };
+        let first =
+            self.send(&method, target, query.as_deref(), &headers, first_body, tripped.as_deref()).await?;
+        let Some(cred) = injected else { return self.answer(first).await };
+        let Inject::Token { appid, kind, param } = &inject else { return self.answer(first).await };
+        let (first, errcode) = self.inspect(first).await?;
+        if !errcode.is_some_and(|c| ErrCode(c).class() == ErrClass::TokenInvalid) {
+            return Ok(first);
+        }
+        // WeChat refused the value the hub injected: report exactly that one, so concurrent
+        // failures share one refresh and a value someone already replaced costs nothing.
+        let fresh = match engine.report_invalid(appid, *kind, cred.value.expose()).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                tracing::warn!(appid, %kind, error = %e, "token error from WeChat; no new value to retry with");
+                return Ok(first);
+            }
+        };
+        let Some(body) = retry_body else {
+            tracing::debug!(appid, "token error on a streamed body: reported, not retried");
+            return Ok(first);
+        };
+        tracing::info!(appid, %kind, errcode, "token error from WeChat: refreshed, retrying once");
+        let query = target::set_param(target.query.as_deref(), param, fresh.value.expose());
+        let second =
+            self.send(&method, target, Some(&query), &headers, reqwest::Body::from(body), None).await?;
+        self.answer(second).await
+    }
+
+    /// The body limit and the retry bound applied: bodies up to the bound are read whole,
+    /// larger ones stream on, counted against the request limit.
+    async fn prepare(&self, headers: &HeaderMap, body: Body) -> Result<Prepared, WxError> {
+        if content_length(headers).is_some_and(|n| n > self.max_request) {
+            return Err(WxError::RequestTooLarge(self.max_request));
+        }
+        let mut stream = body.into_data_stream();
+        let mut head = BytesMut::new();
+        loop {
+            match stream.next().await {
+                None => return Ok(Prepared::Whole(head.freeze())),
+                Some(Err(e)) => return Err(WxError::BadBody(format!("request body: {e}"))),
+                Some(Ok(chunk)) => {
+                    head.extend_from_slice(&chunk);
+                    if head.len() as u64 > self.retry_body {
+                        break;
+                    }
+                }
+            }
+        }
+        let tripped = Arc::new(AtomicBool::new(false));
+        let rest = stream.map_err(BoxError::from);
+        let all = futures::stream::once(async move { Ok::<Bytes, BoxError>(head.freeze()) }).chain(rest);
+        let counted = limited(all, self.max_request, Arc::clone(&tripped), "request body over the limit");
+        Ok(Prepared::Streaming(reqwest::Body::wrap_stream(counted), tripped))
+    }
+
+    async fn send(
+        &self,
+        method: &Method,
+        target: &Target,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: reqwest::Body,
+        tripped: Option<&AtomicBool>,
+    ) -> Result<reqwest::Response, WxError> {
+        let mut url = format!("{}{}", self.base, target.path);
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            url.push('?');
+            url.push_str(q);
+        }
+        self.http.request(method.clone(), url).headers(headers.clone()).body(body).send().await.map_err(|e| {
+            if tripped.is_some_and(|t| t.load(Ordering::Acquire)) {
+                WxError::RequestTooLarge(self.max_request)
+            } else if e.is_timeout() {
+                WxError::UpstreamTimeout
+            } else {
+                // Without the URL: its query holds the token or the secret.
+                WxError::UpstreamUnreachable(e.without_url().to_string())
+            }
+        })
+    }
+
+    /// Reads a response whole when it may be a token error, returning it (ready to answer)
+    /// with the errcode it carries.
+    async fn inspect(&self, resp: reqwest::Response) -> Result<(Response<Body>, Option<i64>), WxError> {
+        let inspectable =
+            resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| {
+                let t = t.to_ascii_lowercase();
+                t.contains("json") || t.starts_with("text/")
+            }) && resp.content_length().is_none_or(|n| n <= INSPECT_MAX as u64);
+        if !inspectable {
+            return self.answer(resp).await.map(|r| (r, None));
+        }
+        let status = resp.status();
+        let headers = response_headers(resp.headers());
+        let mut stream = resp.bytes_stream();
+        let mut head = BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| WxError::UpstreamUnreachable(e.without_url().to_string()))?;
+            head.extend_from_slice(&chunk);
+            if head.len() > INSPECT_MAX {
+                // Longer than any error: the rest streams on behind what was read.
+                let rest = stream.map_err(BoxError::from);
+                let all =
+                    futures::stream::once(async move { Ok::<Bytes, BoxError>(head.freeze()) }).chain(rest);
+                return Ok((
+                    self.respond(status, headers, Body::from_stream(self.limit_response(all))),
+                    None,
+                ));
+            }
+        }
+        let errcode = serde_json::from_slice::<Probe>(&head).ok().and_then(|p| p.errcode);
+        Ok((self.respond(status, headers, Body::from(head.freeze())), errcode))
+    }
+
+    /// The upstream's answer as the caller gets it: status and end-to-end headers, the body
+    /// streamed under the response limit.
+    async fn answer(&self, resp: reqwest::Response) -> Result<Response<Body>, WxError> {
+        if resp.content_length().is_some_and(|n| n > self.max_response) {
+            return Err(WxError::ResponseTooLarge(self.max_response));
+        }
+        let status = resp.status();
+        let headers = response_headers(resp.headers());
+        let body = Body::from_stream(self.limit_response(resp.bytes_stream().map_err(BoxError::from)));
+        Ok(self.respond(status, headers, body))
+    }
+
+    fn limit_response(
+        &self,
+        s: impl Stream<Item = Result<Bytes, BoxError>> + Send + 'static,
+    ) -> impl Stream<Item = Result<Bytes, BoxError>> + Send + 'static {
+        limited(s, self.max_response, Arc::new(AtomicBool::new(false)), "response body over the limit")
+    }
+
+    fn respond(&self, status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
+        let mut r = Response::new(body);
+        *r.status_mut() = status;
+        *r.headers_mut() = headers;
+        r
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Probe {
+    errcode: Option<i64>,
+}
+
+/// `s`, ended with an error once more than `max` bytes went through (`tripped` tells).
+fn limited(
+    s: impl Stream<Item = Result<Bytes, BoxError>> + Send + 'static,
+    max: u64,
+    tripped: Arc<AtomicBool>,
+    what: &'static str,
+) -> impl Stream<Item = Result<Bytes, BoxError>> + Send + 'static {
+    let mut total = 0u64;
+    s.map(move |chunk| {
+        let chunk = chunk?;
+        total += chunk.len() as u64;
+        if total > max {
+            tripped.store(true, Ordering::Release);
+            return Err(BoxError::from(what));
+        }
+        Ok(chunk)
+    })
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Hop-by-hop headers and those the `Connection` header names, dropped.
+fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = headers.clone();
+    for h in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+        out.remove(h);
+    }
+    for n in named {
+        if let Ok(h) = HeaderName::from_bytes(n.as_bytes()) {
+            out.remove(h);
+        }
+    }
+    out
+}
+
+/// The caller's headers as sent upstream: no hop-by-hop headers, no `Host` (the upstream's
+/// own is set), no `Authorization` (a client key is the hub's business, not WeChat's), no
+/// `Accept-Encoding` (token errors must be readable). `Content-Length` is kept only for a
+/// streamed body; a whole one gets its own.
+fn request_headers(headers: &HeaderMap, streaming: bool) -> HeaderMap {
+    let mut out = end_to_end(headers);
+    out.remove(header::HOST);
+    out.remove(header::AUTHORIZATION);
+    out.remove(header::ACCEPT_ENCODING);
+    if !streaming {
+        out.remove(header::CONTENT_LENGTH);
+    }
+    out
+}
+
+fn response_headers(headers: &HeaderMap) -> HeaderMap {
+    end_to_end(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_private_headers_stay_behind() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("authorization", "Bearer client-key"),
+            ("host", "hub.internal"),
+            ("content-type", "application/json"),
+            ("content-length", "10"),
+            ("x-custom", "kept"),
+        ] {
+            h.insert(HeaderName::from_static(k), v.parse().unwrap());
+        }
+        let out = request_headers(&h, false);
+        let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(out.contains_key("content-type") && out.contains_key("x-custom"));
+        assert!(request_headers(&h, true).contains_key("content-length"));
+    }
+}
