@@ -131,8 +131,8 @@ async fn token_endpoints_answer_in_wechat_shape_and_never_call_wechat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_force_refreshes_cost_one_refresh_at_most() {
     let a = TestApp::new("wxforce").classic();
-    let sim = start_sim(&[a.clone()]).await;
-    let mut config = config(&sim, &[a.clone()]);
+    let sim = start_sim(std::slice::from_ref(&a)).await;
+    let mut config = config(&sim, std::slice::from_ref(&a));
     config.refresh.report_guard_secs = Some(1);
     let server = Server::start(&config).await;
     let first = native_token(&server, "wxforce").await;
@@ -171,8 +171,8 @@ async fn fifty_force_refreshes_cost_one_refresh_at_most() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_calls_hitting_40001_at_once_cost_one_refresh_and_all_succeed() {
     let a = TestApp::new("wxproxy").classic();
-    let sim = start_sim(&[a.clone()]).await;
-    let config = config(&sim, &[a.clone()]);
+    let sim = start_sim(std::slice::from_ref(&a)).await;
+    let config = config(&sim, std::slice::from_ref(&a));
     let server = Server::start(&config).await;
     let token = native_token(&server, "wxproxy").await;
     let (s, v) = wx_get(&server.url(&format!("{PATH_USER_INFO}?access_token={token}&openid=o-first"))).await;
@@ -220,8 +220,8 @@ async fn two_hundred_calls_hitting_40001_at_once_cost_one_refresh_and_all_succee
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_bearing_and_token_free_calls_keep_the_secret_in_the_hub() {
     let a = TestApp::new("wxsns");
-    let sim = start_sim(&[a.clone()]).await;
-    let config = config(&sim, &[a.clone()]);
+    let sim = start_sim(std::slice::from_ref(&a)).await;
+    let config = config(&sim, std::slice::from_ref(&a));
     let server = Server::start(&config).await;
     native_token(&server, "wxsns").await;
 
@@ -269,8 +269,8 @@ async fn raw_request(server: &Server, raw: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_is_no_open_relay() {
     let a = TestApp::new("wxsafe").classic();
-    let sim = start_sim(&[a.clone()]).await;
-    let mut config = config(&sim, &[a.clone()]);
+    let sim = start_sim(std::slice::from_ref(&a)).await;
+    let mut config = config(&sim, std::slice::from_ref(&a));
     config.proxy.max_request_bytes = 1 << 20;
     config.proxy.retry_body_bytes = 64 << 10;
     let server = Server::start(&config).await;
@@ -327,8 +327,8 @@ async fn the_proxy_is_no_open_relay() {
 async fn fifty_mib_stream_through_both_ways() {
     const LEN: u64 = 50 << 20;
     let a = TestApp::new("wxmedia").classic();
-    let sim = start_sim(&[a.clone()]).await;
-    let config = config(&sim, &[a.clone()]);
+    let sim = start_sim(std::slice::from_ref(&a)).await;
+    let config = config(&sim, std::slice::from_ref(&a));
     let server = Server::start(&config).await;
     let token = native_token(&server, "wxmedia").await;
 

@@ -26,8 +26,8 @@ fn wechatpy_python() -> String {
 async fn wechatpy_works_through_the_hub_and_recovers_from_a_killed_token() {
     let python = tokio::task::spawn_blocking(wechatpy_python).await.unwrap();
     let a = TestApp::new("wxwechatpy").classic().tickets(&[TicketType::Jsapi]);
-    let sim = start_sim(&[a.clone()]).await;
-    let config = config(&sim, &[a.clone()]);
+    let sim = start_sim(std::slice::from_ref(&a)).await;
+    let config = config(&sim, std::slice::from_ref(&a));
     let server = Server::start(&config).await;
     // The hub holds its values before the SDK starts: what follows is all the SDK's doing.
     get_json(&http(), &server.url("/v1/apps/wxwechatpy/jsapi_ticket"), ADMIN_KEY).await;
@@ -51,11 +51,7 @@ async fn wechatpy_works_through_the_hub_and_recovers_from_a_killed_token() {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
     };
 
-    let before = tokio::task::spawn_blocking({
-        let mut n = move || next();
-        move || (n(), n)
-    });
-    let (before, mut next) = before.await.unwrap();
+    let (before, next) = tokio::task::spawn_blocking(move || (next(), next)).await.unwrap();
     assert_eq!(before["step"], "before", "{before}");
     let central = get_json(&http(), &server.url("/v1/apps/wxwechatpy/access_token"), ADMIN_KEY).await.1;
     assert_eq!(before["token"], central["value"], "the SDK holds the central token");
@@ -81,7 +77,7 @@ async fn wechatpy_works_through_the_hub_and_recovers_from_a_killed_token() {
     assert!(r["invalidated"].as_u64().unwrap() >= 1, "{r}");
     let calls_before = sim.calls("wxwechatpy", PATH_USER_INFO);
     writeln!(stdin, "go").unwrap();
-    let after = tokio::task::spawn_blocking(move || next()).await.unwrap();
+    let after = tokio::task::spawn_blocking(next).await.unwrap();
     assert_eq!(after["step"], "after", "{after}");
     assert_eq!(after["openid"], "openid-after", "the call succeeded: {after}");
     assert_eq!(after["ticket"], ticket["value"]);

@@ -67,11 +67,6 @@ impl TokenIndex {
     pub(super) fn get(&self, d: &TokenDigest) -> Option<Arc<Slot>> {
         self.map.pin().get(d).cloned()
     }
-
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.map.len()
-    }
 }
 
 /// Only tokens are presented in API calls; tickets are handed to browsers, never to WeChat.
