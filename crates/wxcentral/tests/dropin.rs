@@ -375,3 +375,74 @@ async fn fifty_mib_stream_through_both_ways() {
     assert_eq!(at, LEN);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_platform_token_endpoints_and_proxy() {
+    use common::platform::*;
+    use wechat_proto::api::{PATH_AUTHORIZER_TOKEN, PATH_COMPONENT_TOKEN, PATH_GET_AUTHORIZER_INFO};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hub = format!("http://{}", listener.local_addr().unwrap());
+    let sim = platform_sim(&hub, |c| c).await;
+    let made = sim_post(&sim, "/__sim/authorizers", json!({ "component_appid": COMP, "count": 1 })).await;
+    let authz = made["authorizers"][0]["authorizer_appid"].as_str().unwrap().to_owned();
+    let config = platform_config(&sim);
+    let server = Server::start_on(listener, &config).await;
+    let native = |path: String| {
+        let url = server.url(&path);
+        async move {
+            wait_for(Duration::from_secs(20), &path, async || {
+                let (s, v) = get_json(&http(), &url, PLATFORM_KEY).await;
+                (s == 200).then(|| v["value"].as_str().unwrap().to_owned())
+            })
+            .await
+        }
+    };
+    let component = native(format!("/v1/components/{COMP}/component_access_token")).await;
+    let authorizer = native(format!("/v1/apps/{authz}/access_token")).await;
+    let (ct_calls, at_calls) =
+        (sim.calls(COMP, PATH_COMPONENT_TOKEN), sim.total_calls(PATH_AUTHORIZER_TOKEN));
+
+    // The component token: the verify ticket sent is ignored, the client key stands in for the
+    // component's secret.
+    let body = json!({ "component_appid": COMP, "component_appsecret": PLATFORM_KEY, "component_verify_ticket": "stale" });
+    let (s, v) = wx_post(&server.url(PATH_COMPONENT_TOKEN), &body).await;
+    assert_eq!((s, v["component_access_token"].as_str()), (200, Some(component.as_str())), "{v}");
+    let (_, v) = wx_post(
+        &server.url(PATH_COMPONENT_TOKEN),
+        &json!({ "component_appid": COMP, "component_appsecret": "wrong", "component_verify_ticket": "t" }),
+    )
+    .await;
+    assert_eq!(errcode(&v), 40125);
+
+    // The authorizer token: the central value, and the caller's refresh token echoed back.
+    let url = server.url(&format!("{PATH_AUTHORIZER_TOKEN}?component_access_token={component}"));
+    let body = json!({ "component_appid": COMP, "authorizer_appid": authz, "authorizer_refresh_token": "caller-held-refreshtoken" });
+    let (s, v) = wx_post(&url, &body).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["authorizer_access_token"], authorizer.as_str(), "{v}");
+    assert_eq!(
+        v["authorizer_refresh_token"], "caller-held-refreshtoken",
+        "echoed, the stored one never shown"
+    );
+    assert!(v["expires_in"].as_i64().unwrap() > 0);
+    let other = json!({ "component_appid": COMP, "authorizer_appid": "wxnotauthorized00", "authorizer_refresh_token": "x" });
+    assert_eq!(errcode(&wx_post(&url, &other).await.1), 61003);
+    let forged =
+        server.url(&format!("{PATH_AUTHORIZER_TOKEN}?component_access_token=forged-component-token"));
+    assert_eq!(errcode(&wx_post(&forged, &body).await.1), 40001);
+    assert_eq!(sim.calls(COMP, PATH_COMPONENT_TOKEN), ct_calls, "no component token call upstream");
+    assert_eq!(sim.total_calls(PATH_AUTHORIZER_TOKEN), at_calls, "no authorizer token call upstream");
+
+    // Proxied with the component token, and with the authorizer's.
+    let (s, v) = wx_post(
+        &server.url(&format!("{PATH_GET_AUTHORIZER_INFO}?component_access_token={component}")),
+        &json!({ "component_appid": COMP, "authorizer_appid": authz }),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(v.get("authorizer_info").is_some() || v.get("authorization_info").is_some(), "{v}");
+    let (s, v) = wx_get(&server.url(&format!("/cgi-bin/get_api_domain_ip?access_token={authorizer}"))).await;
+    assert_eq!(s, 200);
+    assert!(v["ip_list"].is_array(), "{v}");
+    server.stop().await;
+}
