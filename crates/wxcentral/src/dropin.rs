@@ -112,7 +112,9 @@ async fn access_token(
     let engine = state.engine();
     let mut cred =
         if force { engine.report_suspect(appid, AT).await? } else { engine.get(appid, AT).await? };
-    if state.repeats().is_repeat(repeats::caller(peer, appid, presented), cred.version, now_ms()) && !force {
+    let now = now_ms();
+    let caller = repeats::caller(peer, appid, presented);
+    if !force && state.repeats().is_repeat(caller, cred.version, expires_in(&cred, now), now) {
         cred = engine.report_suspect(appid, AT).await?;
     }
     Ok(token_json("access_token", &cred))

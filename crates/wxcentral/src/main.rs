@@ -1,5 +1,10 @@
 //! The `wxcentral` binary: parse the command line, load config, init tracing, serve.
 
+/// Proxied calls free on one worker what another allocated (request and response buffers
+/// cross between the server's and the upstream client's tasks); glibc's arenas serialize that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -14,28 +14,35 @@ use std::sync::Mutex;
 
 /// A second request for the same value within this long counts as a repeat.
 pub const WINDOW_MS: i64 = 60_000;
+/// ... but only when the first answer promised at least this long: a caller told that the
+/// value has minutes left (near a rotation) may ask again for good reason (SDKs cache for
+/// `expires_in` minus a margin of up to 1,500 s, and below that margin ask on every call).
+pub const MIN_PROMISED_SECS: i64 = 1800;
 /// Callers remembered at most; past that, those outside the window are forgotten (and if the
 /// window alone holds more, everyone: a flood of callers must not grow the map).
 const MAX_CALLERS: usize = 50_000;
 
 #[derive(Debug, Default)]
 pub struct Repeats {
-    seen: Mutex<HashMap<[u8; 32], (u64, i64)>>,
+    seen: Mutex<HashMap<[u8; 32], (u64, i64, i64)>>,
 }
 
 impl Repeats {
-    /// Records that `caller` got `version` at `now_ms`; true if it had been given that same
-    /// version within the window before.
-    pub fn is_repeat(&self, caller: [u8; 32], version: u64, now_ms: i64) -> bool {
+    /// Records that `caller` got `version` at `now_ms`, promised for `expires_in` seconds; true
+    /// if it had been given that same version within the window before, with a promise long
+    /// enough that asking again means the caller no longer trusts it.
+    pub fn is_repeat(&self, caller: [u8; 32], version: u64, expires_in: i64, now_ms: i64) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if seen.len() >= MAX_CALLERS && !seen.contains_key(&caller) {
-            seen.retain(|_, (_, at)| now_ms - *at < WINDOW_MS);
+            seen.retain(|_, (_, at, _)| now_ms - *at < WINDOW_MS);
             if seen.len() >= MAX_CALLERS {
                 seen.clear();
             }
         }
-        let previous = seen.insert(caller, (version, now_ms));
-        previous.is_some_and(|(v, at)| v == version && now_ms - at < WINDOW_MS)
+        let previous = seen.insert(caller, (version, now_ms, expires_in));
+        previous.is_some_and(|(v, at, promised)| {
+            v == version && now_ms - at < WINDOW_MS && promised >= MIN_PROMISED_SECS
+        })
     }
 }
 
@@ -59,11 +66,14 @@ mod tests {
         let r = Repeats::default();
         let a = caller(None, "wx1", "s");
         let b = caller(None, "wx1", "other");
-        assert!(!r.is_repeat(a, 1, 0));
-        assert!(!r.is_repeat(b, 1, 10), "another caller");
-        assert!(r.is_repeat(a, 1, 1000));
-        assert!(!r.is_repeat(a, 2, 2000), "a new value is no repeat");
-        assert!(!r.is_repeat(a, 2, 2000 + WINDOW_MS), "outside the window");
+        assert!(!r.is_repeat(a, 1, 7000, 0));
+        assert!(!r.is_repeat(b, 1, 7000, 10), "another caller");
+        assert!(r.is_repeat(a, 1, 7000, 1000));
+        assert!(!r.is_repeat(a, 2, 7000, 2000), "a new value is no repeat");
+        assert!(!r.is_repeat(a, 2, 7000, 2000 + WINDOW_MS), "outside the window");
+        // Told the value has minutes left, asking again is no suspicion.
+        assert!(!r.is_repeat(b, 3, 600, 3000));
+        assert!(!r.is_repeat(b, 3, 600, 3100));
     }
 
     #[test]
@@ -72,7 +82,7 @@ mod tests {
         for i in 0..(MAX_CALLERS as u64 + 10) {
             let mut c = [0u8; 32];
             c[..8].copy_from_slice(&i.to_le_bytes());
-            r.is_repeat(c, 1, 0);
+            r.is_repeat(c, 1, 7000, 0);
         }
         assert!(r.seen.lock().unwrap().len() <= MAX_CALLERS);
     }

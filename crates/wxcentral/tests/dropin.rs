@@ -165,6 +165,22 @@ async fn fifty_force_refreshes_cost_one_refresh_at_most() {
     let new = values.into_iter().next().unwrap();
     assert_ne!(new, first);
     sim_accepts(&sim, &new).await.unwrap();
+
+    // The same caller asking /cgi-bin/token again for the value it was just given (an SDK that
+    // got 40001 calling WeChat directly) is a guarded report too; another caller is not.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let url = |secret: &str| {
+        server.url(&format!("{PATH_TOKEN}?grant_type=client_credential&appid=wxforce&secret={secret}"))
+    };
+    assert_eq!(wx_get(&url(&a.sim.secret)).await.1["access_token"], new.as_str());
+    assert_eq!(wx_get(&url(ADMIN_KEY)).await.1["access_token"], new.as_str(), "another caller");
+    assert_eq!(sim.calls("wxforce", PATH_TOKEN), 2);
+    let again = wx_get(&url(&a.sim.secret)).await.1;
+    assert_eq!(sim.calls("wxforce", PATH_TOKEN), 3, "the repeat was a report: one refresh");
+    assert_ne!(again["access_token"], new.as_str());
+    // Asking again at once: the new value is younger than the guard, answered as it is.
+    assert_eq!(wx_get(&url(&a.sim.secret)).await.1["access_token"], again["access_token"]);
+    assert_eq!(sim.calls("wxforce", PATH_TOKEN), 3);
     server.stop().await;
 }
 

@@ -17,9 +17,15 @@ pub mod target;
 use crate::config::Config;
 use crate::wx_error::WxError;
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, Method, Response, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, header};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt, TryStreamExt};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyDataStream, BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -45,10 +51,16 @@ pub enum Inject {
     Nothing,
 }
 
-/// The forwarder: one pooled HTTP client with its own timeout, and the limits.
-#[derive(Debug)]
+/// What a forwarded request carries.
+type OutBody = UnsyncBoxBody<Bytes, BoxError>;
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, OutBody>;
+
+/// The forwarder: one pooled HTTP client with its own timeout, and the limits. The client is
+/// hyper's own (with rustls for https): a proxied call is mostly HTTP, and a higher-level
+/// client's per-request URL parsing and bookkeeping cost more than the rest of the hub's work.
 pub struct Proxy {
-    http: reqwest::Client,
+    http: HttpClient,
+    timeout: Duration,
     base: String,
     prefixes: Vec<String>,
     max_request: u64,
@@ -61,22 +73,49 @@ enum Prepared {
     /// Small enough to send again.
     Whole(Bytes),
     /// Streams through once; the flag tells whether it was cut off at the request limit.
-    Streaming(reqwest::Body, Arc<AtomicBool>),
+    Streaming(OutBody, Arc<AtomicBool>),
 }
 
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("base", &self.base)
+            .field("prefixes", &self.prefixes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn whole(b: Bytes) -> OutBody {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Why the proxy's client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("proxy client: {0}")]
+pub struct ProxyInitError(String);
+
 impl Proxy {
-    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.upstream.proxy_timeout_ms))
-            .connect_timeout(Duration::from_millis(config.upstream.timeout_ms))
-            // A redirect would leave the configured upstream: hand it to the caller instead.
-            .redirect(reqwest::redirect::Policy::none())
+    pub fn new(config: &Config) -> Result<Self, ProxyInitError> {
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_millis(config.upstream.timeout_ms)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        // Redirects are never followed (hyper's client does not): they go back to the caller.
+        let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
-            .build()?;
+            .build(https);
+        let base = config.upstream.base_url.trim_end_matches('/').to_owned();
+        base.parse::<Uri>().map_err(|e| ProxyInitError(format!("upstream.base_url: {e}")))?;
         Ok(Self {
             http,
-            base: config.upstream.base_url.trim_end_matches('/').to_owned(),
+            timeout: Duration::from_millis(config.upstream.proxy_timeout_ms),
+            base,
             prefixes: config.proxy.prefixes.clone(),
             max_request: config.proxy.max_request_bytes,
             max_response: config.proxy.max_response_bytes,
@@ -111,7 +150,7 @@ impl Proxy {
             Inject::Nothing => (target.query.clone(), None),
         };
         let (retry_body, first_body, tripped) = match body {
-            Prepared::Whole(b) => (Some(b.clone()), reqwest::Body::from(b), None),
+            Prepared::Whole(b) => (Some(b.clone()), whole(b), None),
             Prepared::Streaming(b, t) => (None, b, Some(t)),
         };
         let first =
@@ -137,8 +176,7 @@ impl Proxy {
         };
         tracing::info!(appid, %kind, errcode, "token error from WeChat: refreshed, retrying once");
         let query = target::set_param(target.query.as_deref(), param, fresh.value.expose());
-        let second =
-            self.send(&method, target, Some(&query), &headers, reqwest::Body::from(body), None).await?;
+        let second = self.send(&method, target, Some(&query), &headers, whole(body), None).await?;
         self.answer(second).await
     }
 
@@ -163,10 +201,10 @@ impl Proxy {
             }
         }
         let tripped = Arc::new(AtomicBool::new(false));
-        let rest = stream.map_err(BoxError::from);
+        let rest = TryStreamExt::map_err(stream, BoxError::from);
         let all = futures::stream::once(async move { Ok::<Bytes, BoxError>(head.freeze()) }).chain(rest);
         let counted = limited(all, self.max_request, Arc::clone(&tripped), "request body over the limit");
-        Ok(Prepared::Streaming(reqwest::Body::wrap_stream(counted), tripped))
+        Ok(Prepared::Streaming(StreamBody::new(counted.map_ok(Frame::data)).boxed_unsync(), tripped))
     }
 
     async fn send(
@@ -175,69 +213,85 @@ impl Proxy {
         target: &Target,
         query: Option<&str>,
         headers: &HeaderMap,
-        body: reqwest::Body,
+        body: OutBody,
         tripped: Option<&AtomicBool>,
-    ) -> Result<reqwest::Response, WxError> {
-        let mut url = format!("{}{}", self.base, target.path);
+    ) -> Result<Response<Incoming>, WxError> {
+        let mut url =
+            String::with_capacity(self.base.len() + target.path.len() + query.map_or(0, str::len) + 1);
+        url.push_str(&self.base);
+        url.push_str(&target.path);
         if let Some(q) = query.filter(|q| !q.is_empty()) {
             url.push('?');
             url.push_str(q);
         }
-        self.http.request(method.clone(), url).headers(headers.clone()).body(body).send().await.map_err(|e| {
-            if tripped.is_some_and(|t| t.load(Ordering::Acquire)) {
-                WxError::RequestTooLarge(self.max_request)
-            } else if e.is_timeout() {
-                WxError::UpstreamTimeout
-            } else {
-                // Without the URL: its query holds the token or the secret.
-                WxError::UpstreamUnreachable(e.without_url().to_string())
+        let uri: Uri = url.parse().map_err(|_| WxError::Refused("the path and query do not form a URL"))?;
+        let mut req = Request::new(body);
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers.clone();
+        match tokio::time::timeout(self.timeout, self.http.request(req)).await {
+            Err(_) => Err(WxError::UpstreamTimeout),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) if tripped.is_some_and(|t| t.load(Ordering::Acquire)) => {
+                Err(WxError::RequestTooLarge(self.max_request))
             }
-        })
+            // The error names no URL (its query holds the token or the secret).
+            Ok(Err(e)) => Err(WxError::UpstreamUnreachable(error_chain(&e))),
+        }
     }
 
     /// Reads a response whole when it may be a token error, returning it (ready to answer)
     /// with the errcode it carries.
-    async fn inspect(&self, resp: reqwest::Response) -> Result<(Response<Body>, Option<i64>), WxError> {
+    async fn inspect(&self, resp: Response<Incoming>) -> Result<(Response<Body>, Option<i64>), WxError> {
         let inspectable =
             resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| {
-                let t = t.to_ascii_lowercase();
-                t.contains("json") || t.starts_with("text/")
-            }) && resp.content_length().is_none_or(|n| n <= INSPECT_MAX as u64);
+                let t = t.as_bytes();
+                t.windows(4).any(|w| w.eq_ignore_ascii_case(b"json"))
+                    || t.get(..5).is_some_and(|p| p.eq_ignore_ascii_case(b"text/"))
+            }) && content_length(resp.headers()).is_none_or(|n| n <= INSPECT_MAX as u64);
         if !inspectable {
             return self.answer(resp).await.map(|r| (r, None));
         }
-        let status = resp.status();
-        let headers = response_headers(resp.headers());
-        let mut stream = resp.bytes_stream();
+        let (parts, mut body) = resp.into_parts();
+        let headers = response_headers(&parts.headers);
         let mut head = BytesMut::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| WxError::UpstreamUnreachable(e.without_url().to_string()))?;
-            head.extend_from_slice(&chunk);
-            if head.len() > INSPECT_MAX {
-                // Longer than any error: the rest streams on behind what was read.
-                let rest = stream.map_err(BoxError::from);
-                let all =
-                    futures::stream::once(async move { Ok::<Bytes, BoxError>(head.freeze()) }).chain(rest);
-                return Ok((
-                    self.respond(status, headers, Body::from_stream(self.limit_response(all))),
-                    None,
-                ));
+        let read = async {
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| WxError::UpstreamUnreachable(error_chain(&e)))?;
+                if let Ok(data) = frame.into_data() {
+                    head.extend_from_slice(&data);
+                    if head.len() > INSPECT_MAX {
+                        return Ok(false);
+                    }
+                }
             }
+            Ok::<_, WxError>(true)
+        };
+        let complete =
+            tokio::time::timeout(self.timeout, read).await.map_err(|_| WxError::UpstreamTimeout)??;
+        if !complete {
+            // Longer than any error: the rest streams on behind what was read.
+            let rest = TryStreamExt::map_err(BodyDataStream::new(body), BoxError::from);
+            let all = futures::stream::once(async move { Ok::<Bytes, BoxError>(head.freeze()) }).chain(rest);
+            return Ok((
+                self.respond(parts.status, headers, Body::from_stream(self.limit_response(all))),
+                None,
+            ));
         }
         let errcode = serde_json::from_slice::<Probe>(&head).ok().and_then(|p| p.errcode);
-        Ok((self.respond(status, headers, Body::from(head.freeze())), errcode))
+        Ok((self.respond(parts.status, headers, Body::from(head.freeze())), errcode))
     }
 
     /// The upstream's answer as the caller gets it: status and end-to-end headers, the body
     /// streamed under the response limit.
-    async fn answer(&self, resp: reqwest::Response) -> Result<Response<Body>, WxError> {
-        if resp.content_length().is_some_and(|n| n > self.max_response) {
+    async fn answer(&self, resp: Response<Incoming>) -> Result<Response<Body>, WxError> {
+        if content_length(resp.headers()).is_some_and(|n| n > self.max_response) {
             return Err(WxError::ResponseTooLarge(self.max_response));
         }
-        let status = resp.status();
-        let headers = response_headers(resp.headers());
-        let body = Body::from_stream(self.limit_response(resp.bytes_stream().map_err(BoxError::from)));
-        Ok(self.respond(status, headers, body))
+        let (parts, body) = resp.into_parts();
+        let headers = response_headers(&parts.headers);
+        let max = usize::try_from(self.max_response).unwrap_or(usize::MAX);
+        Ok(self.respond(parts.status, headers, Body::new(Limited::new(body, max))))
     }
 
     fn limit_response(
@@ -277,6 +331,18 @@ fn limited(
         }
         Ok(chunk)
     })
+}
+
+/// An error and its sources in one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
