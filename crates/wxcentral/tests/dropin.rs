@@ -40,12 +40,7 @@ async fn native_token(server: &Server, appid: &str) -> String {
 }
 
 async fn invalidate(sim: &SimHandle, appid: &str) {
-    let r = http()
-        .post(format!("{}/__sim/invalidate", sim.base_url()))
-        .json(&json!({ "appid": appid }))
-        .send()
-        .await;
-    let v: Value = r.unwrap().json().await.unwrap();
+    let v = common::platform::sim_post(sim, "/__sim/invalidate", json!({ "appid": appid })).await;
     assert!(v["invalidated"].as_u64().unwrap() >= 1, "{v}");
 }
 

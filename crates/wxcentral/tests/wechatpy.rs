@@ -65,15 +65,7 @@ async fn wechatpy_works_through_the_hub_and_recovers_from_a_killed_token() {
     assert_eq!(sim.calls("wxwechatpy", PATH_GETTICKET), tickets_before, "nor its ticket request");
 
     // Every token of the app dies behind the hub's back.
-    let r: Value = http()
-        .post(format!("{}/__sim/invalidate", sim.base_url()))
-        .json(&json!({ "appid": "wxwechatpy" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = common::platform::sim_post(&sim, "/__sim/invalidate", json!({ "appid": "wxwechatpy" })).await;
     assert!(r["invalidated"].as_u64().unwrap() >= 1, "{r}");
     let calls_before = sim.calls("wxwechatpy", PATH_USER_INFO);
     writeln!(stdin, "go").unwrap();
