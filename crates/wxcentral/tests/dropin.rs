@@ -128,7 +128,8 @@ async fn fifty_force_refreshes_cost_one_refresh_at_most() {
     let a = TestApp::new("wxforce").classic();
     let sim = start_sim(std::slice::from_ref(&a)).await;
     let mut config = config(&sim, std::slice::from_ref(&a));
-    config.refresh.report_guard_secs = Some(1);
+    // Long enough that fifty calls on a loaded machine still fall inside it.
+    config.refresh.report_guard_secs = Some(3);
     let server = Server::start(&config).await;
     let first = native_token(&server, "wxforce").await;
     let body = json!({ "grant_type": "client_credential", "appid": "wxforce", "secret": a.sim.secret, "force_refresh": true });
@@ -143,7 +144,7 @@ async fn fifty_force_refreshes_cost_one_refresh_at_most() {
     }
     assert_eq!(sim.calls("wxforce", PATH_TOKEN), 1);
     // Older than the guard: fifty at once are one refresh, and all get its value.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let (url, body) = (server.url(PATH_STABLE_TOKEN), body.clone());
@@ -163,7 +164,7 @@ async fn fifty_force_refreshes_cost_one_refresh_at_most() {
 
     // The same caller asking /cgi-bin/token again for the value it was just given (an SDK that
     // got 40001 calling WeChat directly) is a guarded report too; another caller is not.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let url = |secret: &str| {
         server.url(&format!("{PATH_TOKEN}?grant_type=client_credential&appid=wxforce&secret={secret}"))
     };
@@ -301,7 +302,7 @@ async fn the_proxy_is_no_open_relay() {
         "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert!(!r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.starts_with("HTTP/1.1 4"), "refused: {r}");
     // Dot segments, encoded (sent raw: an HTTP client would resolve them first).
     for path in ["/cgi-bin/%2e%2e/v1/apps", "/cgi-bin/%2E./v1/apps", "/cgi-bin/a%2fb"] {
         let r = raw_request(

@@ -49,7 +49,7 @@ async fn tokens_resolve_to_their_app_while_current_or_within_the_overlap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guarded_reports_refresh_once_per_interval_and_never_a_young_value() {
     let sim = sim(vec![sim_app("wxc", 7200), sim_app("wxs", 7200)]).await;
-    let cfg = EngineConfig { report_guard: Duration::from_millis(1500), ..config("n1") };
+    let cfg = EngineConfig { report_guard: Duration::from_millis(3000), ..config("n1") };
     let apps = vec![app("wxc", TokenApi::Classic, &[]), app("wxs", TokenApi::Stable, &[])];
     let engine = engine_with(&sim, apps, std::sync::Arc::new(MemoryStore::new()), cfg).await;
     let c1 = engine.get("wxc", AT).await.unwrap();
@@ -64,7 +64,7 @@ async fn guarded_reports_refresh_once_per_interval_and_never_a_young_value() {
     assert_eq!(sim.calls("wxs", PATH_STABLE_TOKEN), 1);
 
     // Past the guard: fifty at once are one report of the current value, one refresh.
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let e = engine.clone();

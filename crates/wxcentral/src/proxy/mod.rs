@@ -253,7 +253,7 @@ impl Proxy {
             return self.answer(resp).await.map(|r| (r, None));
         }
         let (parts, mut body) = resp.into_parts();
-        let headers = response_headers(&parts.headers);
+        let headers = end_to_end(&parts.headers);
         let mut head = BytesMut::new();
         let read = async {
             while let Some(frame) = body.frame().await {
@@ -289,7 +289,7 @@ impl Proxy {
             return Err(WxError::ResponseTooLarge(self.max_response));
         }
         let (parts, body) = resp.into_parts();
-        let headers = response_headers(&parts.headers);
+        let headers = end_to_end(&parts.headers);
         let max = usize::try_from(self.max_response).unwrap_or(usize::MAX);
         Ok(self.respond(parts.status, headers, Body::new(Limited::new(body, max))))
     }
@@ -395,10 +395,6 @@ fn request_headers(headers: &HeaderMap, streaming: bool) -> HeaderMap {
         out.remove(header::CONTENT_LENGTH);
     }
     out
-}
-
-fn response_headers(headers: &HeaderMap) -> HeaderMap {
-    end_to_end(headers)
 }
 
 #[cfg(test)]
