@@ -39,7 +39,7 @@ use axum::routing::{any, get, post};
 use axum::{Router, ServiceExt};
 use std::future::Future;
 use std::time::Duration;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use wechat_proto::api as wx;
 use wxcentral_core::Engine;
 use wxcentral_core::upstream::Upstream;
@@ -162,9 +162,17 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), telemetry::track_http))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            telemetry::request_span(req.method(), req.uri().path())
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    telemetry::request_span(req.method(), req.uri().path())
+                })
+                // A 5xx here is an answer the hub chose (503 with Retry-After while a refresh
+                // outlasts the read bound, a WeChat 5xx passed through, a 502 for a rejection):
+                // worth a warning, not an error. A real fault is logged at ERROR where it is
+                // mapped (error.rs, wx_error.rs), with its detail.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
         .with_state(state)
 }
 

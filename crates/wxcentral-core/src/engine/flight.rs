@@ -215,7 +215,18 @@ impl Inner {
         let mut lease = lease;
         let result = match self.fetch(slot, reason, permit, prepared).await {
             Ok(fetch) => self.land(slot, reason, fetch, fetched_at, highest, &mut lease).await,
-            Err(e) => Err(e),
+            Err(e) => {
+                // A fetch that failed may have outlived its lease (this node stalled, or the
+                // call was slow) while another node refreshed: what this node holds may be the
+                // value that refresh replaced. Look before answering, instead of waiting for
+                // the change feed to say so.
+                if lease.is_some()
+                    && let Ok(stored) = self.store.get_credential(key).await
+                {
+                    self.adopt_if_newer(slot, stored);
+                }
+                Err(e)
+            }
         };
         // A write under the lease ended it (`land` took it); otherwise let go now.
         if let Some(grant) = lease {
