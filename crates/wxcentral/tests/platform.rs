@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use wechat_proto::Secret;
+use wechat_proto::api::ComponentNotification;
 use wechat_proto::crypto::MsgCrypt;
 use wechat_sim::SimHandle;
 
@@ -436,6 +437,9 @@ async fn kill_9_after_success_and_after_the_landing_loses_nothing() {
     .await;
     let r = no_redirects().get(consent["redirect_uri"].as_str().unwrap()).send().await.unwrap();
     assert_eq!(r.status(), 302);
+    // A store that lost the landing's write would hold no authorizer, and the start would
+    // import it from WeChat's list: the list is not asked again.
+    let lists = sim.calls(COMP, "/cgi-bin/component/api_get_authorizer_list");
     node.signal("KILL");
     drop(node);
     let node = Node::spawn(dir.path(), "n1-third", &toml);
@@ -458,10 +462,71 @@ async fn kill_9_after_success_and_after_the_landing_loses_nothing() {
     let (_, list) =
         get_json(&http(), &node.url(&format!("/v1/components/{COMP}/authorizers")), PLATFORM_KEY).await;
     assert_eq!(list["authorizers"][0]["state"], "authorized", "{list}");
+    assert_eq!(
+        sim.calls(COMP, "/cgi-bin/component/api_get_authorizer_list"),
+        lists,
+        "the landing's write survived"
+    );
     let logs = node.logs();
     assert!(!logs.contains("61023"), "no refresh token was refused:\n{logs}");
+
+    // An `authorized` push answered `success`, then kill -9 at once (the code's exchange may
+    // not have begun): after the restart the authorizer is there, and WeChat's retry of the
+    // push exchanges nothing again.
+    let authz = "wxauth0rizer0007";
+    let (s, v) = post_json(
+        &http(),
+        &node.url(&format!("/v1/components/{COMP}/authorization_url")),
+        PLATFORM_KEY,
+        Some(json!({ "redirect_uri": "https://platform.example/authorized" })),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let queries = sim.calls(COMP, "/cgi-bin/component/api_query_auth");
+    let consent = sim_post(
+        &sim,
+        "/__sim/authorize",
+        json!({ "component_appid": COMP, "pre_auth_code": v["pre_auth_code"], "authorizer_appid": authz }),
+    )
+    .await;
+    assert_eq!(consent["push"]["ok"], true, "{consent}");
+    node.signal("KILL");
+    drop(node);
+    let node = Node::spawn(dir.path(), "n1-fourth", &toml);
+    let token_url = node.url(&format!("/v1/apps/{authz}/access_token"));
+    let tok = wait_for(Duration::from_secs(15), "the pushed authorizer after the restart", async || {
+        let (s, tok) = get_json(&http(), &token_url, PLATFORM_KEY).await;
+        (s == 200).then_some(tok)
+    })
+    .await;
+    sim_accepts(&sim, tok["value"].as_str().unwrap()).await.expect("its token is valid");
+    let retried = ComponentNotification::Authorized(wechat_proto::api::AuthorizationNotice {
+        component_appid: COMP.into(),
+        create_time: now_secs(),
+        authorizer_appid: authz.into(),
+        authorization_code: Secret::from(consent["auth_code"].as_str().unwrap()),
+        authorization_code_expired_time: now_secs() + 3600,
+        pre_auth_code: None,
+    });
+    let callback = node.url(&format!("/callback/component/{COMP}"));
+    assert_eq!(deliver(&callback, &retried, AES_KEY).await, (200, "success".into()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // One exchange; a second call only if the kill fell between WeChat's answer and the write
+    // (WeChat refuses the spent code, and the list gives the authorizer back).
+    let exchanged = sim.calls(COMP, "/cgi-bin/component/api_query_auth") - queries;
+    assert!(
+        exchanged == 1 || (exchanged == 2 && node.logs().contains("recovering the authorizer from the list")),
+        "{exchanged} exchanges:\n{}",
+        node.logs()
+    );
+    let (_, list) =
+        get_json(&http(), &node.url(&format!("/v1/components/{COMP}/authorizers")), PLATFORM_KEY).await;
+    assert_eq!(list["total"], 2, "{list}");
+    let runs = ["n1", "n1-second", "n1-third", "n1-fourth"];
+    let logs: String =
+        runs.iter().map(|r| std::fs::read_to_string(dir.path().join(format!("{r}.log"))).unwrap()).collect();
     for secret in [COMP_SECRET, MSG_TOKEN, AES_KEY, key.expose().as_str()] {
-        assert!(!logs.contains(secret), "secret in the node's log");
+        assert!(!logs.contains(secret), "secret in a node's log");
     }
 }
 
@@ -528,4 +593,250 @@ async fn rotating_refresh_tokens_survive_kill_9_at_random_moments() {
         .collect();
     assert!(!logs.contains("61023"), "no refresh token was refused:\n{logs}");
     assert!(!logs.contains("needs_reauthorization") && !logs.contains("must authorize again"), "{logs}");
+}
+
+/// Unix seconds now, as WeChat stamps a push's `CreateTime`.
+fn now_secs() -> i64 {
+    i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs())
+        .unwrap()
+}
+
+/// Posts `n` to `callback` as WeChat would, encrypted under `key`.
+async fn deliver(callback: &str, n: &ComponentNotification, key: &str) -> (u16, String) {
+    let (q, body) = push_of(&n.to_xml(), key);
+    let r = http().post(callback).query(&q).body(body).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The pushes the simulator made go nowhere; the test hands the hub the ticket it issued.
+async fn ticket_delivered(sim: &SimHandle, server: &Server, key: &str) {
+    let issued = sim_post(sim, "/__sim/push_ticket", json!({ "component_appid": COMP })).await;
+    let ticket = ComponentNotification::VerifyTicket {
+        component_appid: COMP.into(),
+        create_time: now_secs(),
+        ticket: Secret::from(issued["ticket"].as_str().unwrap()),
+    };
+    let callback = server.url(&format!("/callback/component/{COMP}"));
+    assert_eq!(deliver(&callback, &ticket, key).await, (200, "success".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_landing_pages_exchange_once_and_a_revocation_a_moment_later_stands() {
+    // WeChat's pushes go nowhere: the test delivers each one, so what the hub saw is known.
+    let sim = platform_sim("http://127.0.0.1:9", |c| c).await;
+    let server = Server::start(&platform_config(&sim)).await;
+    ticket_delivered(&sim, &server, AES_KEY).await;
+    component_token(&server).await;
+    let callback = server.url(&format!("/callback/component/{COMP}"));
+    let authz = "wxauth0rizer0005";
+
+    // Requests WeChat's authorization page would refuse are refused here.
+    let url_api = server.url(&format!("/v1/components/{COMP}/authorization_url"));
+    let cb = "https://platform.example/authorized";
+    for (what, body) in [
+        ("auth_type with biz_appid", json!({ "redirect_uri": cb, "auth_type": 3, "biz_appid": authz })),
+        ("auth_type 7", json!({ "redirect_uri": cb, "auth_type": 7 })),
+        ("auth_type 0", json!({ "redirect_uri": cb, "auth_type": 0 })),
+        ("a bad biz_appid", json!({ "redirect_uri": cb, "biz_appid": "wx<script>" })),
+    ] {
+        let (s, v) = post_json(&http(), &url_api, PLATFORM_KEY, Some(body)).await;
+        assert_eq!(s, 400, "{what}: {v}");
+    }
+    // The mobile URL, for one account.
+    let (s, v) = post_json(
+        &http(),
+        &url_api,
+        PLATFORM_KEY,
+        Some(json!({ "redirect_uri": cb, "mobile": true, "biz_appid": authz })),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let url = v["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!(
+            "https://open.weixin.qq.com/wxaopen/safe/bindcomponent?action=bindcomponent&no_scan=1&component_appid={COMP}&pre_auth_code="
+        )),
+        "{url}"
+    );
+    assert!(url.contains(&format!("&biz_appid={authz}")) && url.ends_with("#wechat_redirect"), "{url}");
+    assert!(!url.contains("auth_type"), "{url}");
+
+    // Consent; the platform's own landing page hands the hub the code.
+    let consent = sim_post(
+        &sim,
+        "/__sim/authorize",
+        json!({ "component_appid": COMP, "pre_auth_code": v["pre_auth_code"], "authorizer_appid": authz }),
+    )
+    .await;
+    let code = consent["auth_code"].as_str().unwrap().to_owned();
+    let api = server.url(&format!("/v1/components/{COMP}/authorizations"));
+    let (s, _) = post_json(&http(), &api, READER_KEY, Some(json!({ "auth_code": code }))).await;
+    assert_eq!(s, 403, "a key without the component may not hand in codes");
+    let (s, first) = post_json(&http(), &api, PLATFORM_KEY, Some(json!({ "auth_code": code }))).await;
+    assert_eq!(s, 200, "{first}");
+    assert_eq!(first["authorizer_appid"], authz);
+    // Again (a reloaded page), and by push: the same authorizer, one exchange.
+    let (s, again) = post_json(&http(), &api, PLATFORM_KEY, Some(json!({ "auth_code": code }))).await;
+    assert_eq!((s, &again), (200, &first));
+    let authorized = ComponentNotification::Authorized(wechat_proto::api::AuthorizationNotice {
+        component_appid: COMP.into(),
+        create_time: now_secs(),
+        authorizer_appid: authz.into(),
+        authorization_code: Secret::from(code.as_str()),
+        authorization_code_expired_time: now_secs() + 3600,
+        pre_auth_code: None,
+    });
+    assert_eq!(deliver(&callback, &authorized, AES_KEY).await, (200, "success".into()));
+    // A code WeChat never issued authorizes nobody.
+    let (s, v) =
+        post_json(&http(), &api, PLATFORM_KEY, Some(json!({ "auth_code": "queryauthcode@@@never-issued" })))
+            .await;
+    assert_ne!(s, 200, "{v}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        sim.calls(COMP, "/cgi-bin/component/api_query_auth"),
+        2,
+        "the real code once, the forged one once"
+    );
+    let token_url = server.url(&format!("/v1/apps/{authz}/access_token"));
+    let (s, tok) = get_json(&http(), &token_url, PLATFORM_KEY).await;
+    assert_eq!(s, 200, "{tok}");
+    sim_accepts(&sim, tok["value"].as_str().unwrap()).await.expect("the authorizer's token works");
+
+    // The merchant revokes within the same second WeChat stamped the authorization with (and
+    // the hub's clock a little ahead of WeChat's would make it look older still): it stands.
+    let revoked = ComponentNotification::Unauthorized {
+        component_appid: COMP.into(),
+        create_time: now_secs(),
+        authorizer_appid: authz.into(),
+    };
+    assert_eq!(deliver(&callback, &revoked, AES_KEY).await, (200, "success".into()));
+    let (s, v) = get_json(&http(), &token_url, ADMIN_KEY).await;
+    assert_eq!(s, 404, "revoked at once: {v}");
+    // WeChat retrying the authorization push (or a reloaded landing page) brings nothing back.
+    assert_eq!(deliver(&callback, &authorized, AES_KEY).await, (200, "success".into()));
+    let (s, _) = post_json(&http(), &api, PLATFORM_KEY, Some(json!({ "auth_code": code }))).await;
+    assert_ne!(s, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s, _) = get_json(&http(), &token_url, ADMIN_KEY).await;
+    assert_eq!(s, 404);
+    let (_, list) =
+        get_json(&http(), &server.url(&format!("/v1/components/{COMP}/authorizers")), PLATFORM_KEY).await;
+    assert_eq!(list["total"], 0, "{list}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_refresh_token_is_recovered_from_the_list_else_the_merchant_is_asked_again() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hub = format!("http://{}", listener.local_addr().unwrap());
+    let sim = platform_sim(&hub, |c| c).await;
+    // A replaced refresh token stops working at once.
+    sim_post(&sim, "/__sim/rotation", json!({ "component_appid": COMP, "enabled": false, "grace_secs": 0 }))
+        .await;
+    let server = Server::start_on(listener, &platform_config(&sim)).await;
+    component_token(&server).await;
+    let authz = "wxauth0rizer0006";
+    let landing = consent(&sim, &server, authz).await;
+    assert_eq!(no_redirects().get(&landing).send().await.unwrap().status(), 302);
+    let token_url = server.url(&format!("/v1/apps/{authz}/access_token"));
+    let (s, tok) = get_json(&http(), &token_url, PLATFORM_KEY).await;
+    assert_eq!(s, 200, "{tok}");
+    wait_for(Duration::from_secs(5), "the pushed code seen as exchanged", async || {
+        (sim.calls(COMP, "/cgi-bin/component/api_query_auth") == 1).then_some(())
+    })
+    .await;
+
+    // WeChat replaces the refresh token (updateauthorized); the hub's exchange of the new code
+    // fails, so it still holds the old one, which WeChat now refuses.
+    sim_fault(&sim, json!({ "endpoint": "/cgi-bin/component/api_query_auth", "kind": "errcode", "errcode": -1, "count": 1 }))
+        .await;
+    sim_post(&sim, "/__sim/update_authorize", json!({ "component_appid": COMP, "authorizer_appid": authz }))
+        .await;
+    wait_for(Duration::from_secs(5), "the failed exchange", async || {
+        (sim.calls(COMP, "/cgi-bin/component/api_query_auth") == 2).then_some(())
+    })
+    .await;
+    let lists = sim.calls(COMP, "/cgi-bin/component/api_get_authorizer_list");
+    let refresh = server.url(&format!("/v1/apps/{authz}/access_token/refresh"));
+    let (s, tok) = post_json(&http(), &refresh, ADMIN_KEY, None).await;
+    assert_eq!(s, 200, "recovered through the list: {tok}");
+    sim_accepts(&sim, tok["value"].as_str().unwrap()).await.expect("the new token works");
+    assert_eq!(sim.calls(COMP, "/cgi-bin/component/api_get_authorizer_list"), lists + 1);
+    assert_eq!(metric(&server, "wxcentral_refresh_tokens_recovered_total", &[]).await, Some(1.0));
+    let authorizers = server.url(&format!("/v1/components/{COMP}/authorizers"));
+    let (_, list) = get_json(&http(), &authorizers, PLATFORM_KEY).await;
+    assert_eq!(list["authorizers"][0]["state"], "authorized", "{list}");
+
+    // A refresh token WeChat refuses while its list has no other: the merchant must authorize
+    // again, and status and metrics say so.
+    sim_fault(
+        &sim,
+        json!({ "endpoint": "/cgi-bin/component/api_authorizer_token", "kind": "errcode", "errcode": 61023, "count": 1 }),
+    )
+    .await;
+    let (s, v) = post_json(&http(), &refresh, ADMIN_KEY, None).await;
+    assert_ne!(s, 200, "{v}");
+    let (_, list) = get_json(&http(), &authorizers, PLATFORM_KEY).await;
+    assert_eq!(list["authorizers"][0]["state"], "needs_reauthorization", "{list}");
+    let gauge = [("component", COMP), ("state", "needs_reauthorization")];
+    assert_eq!(metric(&server, "wxcentral_authorizers", &gauge).await, Some(1.0));
+    assert_eq!(
+        metric(&server, "wxcentral_refresh_tokens_recovered_total", &[]).await,
+        Some(1.0),
+        "the same refresh token listed again is no recovery"
+    );
+
+    // The merchant authorizes again: served again, with the refresh token of that consent.
+    let landing = consent(&sim, &server, authz).await;
+    assert_eq!(no_redirects().get(&landing).send().await.unwrap().status(), 302);
+    wait_for(Duration::from_secs(10), "authorized again", async || {
+        let (_, list) = get_json(&http(), &authorizers, PLATFORM_KEY).await;
+        (list["authorizers"][0]["state"] == "authorized").then_some(())
+    })
+    .await;
+    let (s, tok) = post_json(&http(), &refresh, ADMIN_KEY, None).await;
+    assert_eq!(s, 200, "{tok}");
+    sim_accepts(&sim, tok["value"].as_str().unwrap()).await.expect("valid after the new consent");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_under_the_previous_aes_key_are_read_while_the_key_rotates() {
+    const NEW_KEY: &str = "QRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456";
+    let sim = platform_sim("http://127.0.0.1:9", |c| c).await;
+    let mut config = platform_config(&sim);
+    // The platform set a new key on WeChat's console; pushes under the old one still arrive.
+    config.components[0].encoding_aes_key = Secret::from(NEW_KEY);
+    config.components[0].previous_encoding_aes_key = Some(Secret::from(AES_KEY));
+    let server = Server::start(&config).await;
+    ticket_delivered(&sim, &server, AES_KEY).await;
+    let ct = component_token(&server).await;
+    assert!(
+        sim_accepts_component_token(&sim, ct["value"].as_str().unwrap()).await,
+        "fetched with the old key's ticket"
+    );
+    let status_url = server.url(&format!("/v1/components/{COMP}"));
+    let (_, before) = get_json(&http(), &status_url, PLATFORM_KEY).await;
+    assert!(before["verify_ticket_pushed_at"].is_i64(), "{before}");
+    // Under the new key as well, and the newer ticket is kept.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ticket_delivered(&sim, &server, NEW_KEY).await;
+    let (_, after) = get_json(&http(), &status_url, PLATFORM_KEY).await;
+    assert!(
+        after["verify_ticket_pushed_at"].as_i64() > before["verify_ticket_pushed_at"].as_i64(),
+        "{after}"
+    );
+    // A key that is neither: refused.
+    let n = ComponentNotification::VerifyTicket {
+        component_appid: COMP.into(),
+        create_time: now_secs(),
+        ticket: Secret::from("ticket@@@third-key"),
+    };
+    let callback = server.url(&format!("/callback/component/{COMP}"));
+    let (s, _) = deliver(&callback, &n, "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut").await;
+    assert_eq!(s, 400);
+    let (_, last) = get_json(&http(), &status_url, PLATFORM_KEY).await;
+    assert_eq!(last["verify_ticket_pushed_at"], after["verify_ticket_pushed_at"]);
+    server.stop().await;
 }

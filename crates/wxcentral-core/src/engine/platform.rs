@@ -39,6 +39,18 @@ const TICKET_WAIT_STEPS: u32 = 30;
 /// WeChat's largest page of `api_get_authorizer_list`.
 const LIST_PAGE: u32 = 500;
 
+/// How far back an authorization event the hub stamps with its own clock (a landing, an
+/// import) is placed. Pushes carry WeChat's `CreateTime`, in seconds and on WeChat's clock;
+/// an `unauthorized` pushed a moment after a landing must order after it even when that
+/// second was cut off or our clock runs ahead of WeChat's, or the revocation would be refused
+/// as older than the authorization it ends.
+const HUB_CLOCK_ALLOWANCE_MS: i64 = 30_000;
+
+/// The event time of an authorization the hub itself saw, comparable with pushes' stamps.
+fn hub_event_ms() -> i64 {
+    now_ms() - HUB_CLOCK_ALLOWANCE_MS
+}
+
 /// What a node keeps in memory of a component.
 #[derive(Debug, Default)]
 pub(super) struct ComponentState {
@@ -236,7 +248,7 @@ impl Engine {
     /// Exchanges an authorization code (from the landing page or the platform's own) for the
     /// authorizer's tokens, once: a code already exchanged answers the authorizer it gave.
     pub async fn exchange_code(&self, component: &str, code: &Secret) -> Result<AuthorizerRecord> {
-        self.inner.exchange(component, code, None, now_ms()).await
+        self.inner.exchange(component, code, None, hub_event_ms()).await
     }
 
     /// A pre-auth code for an authorization URL: `(code, expires_in)`.
@@ -465,7 +477,7 @@ impl Inner {
             None => {
                 // The list call takes a permit of its own.
                 drop(permit.take());
-                match self.recover_refresh_token(component, appid, &component_token.value).await? {
+                match self.recover_refresh_token(component, appid, &component_token.value, None).await? {
                     Some(rt) => rt,
                     None => {
                         self.mark_needs_reauthorization(appid).await;
@@ -509,8 +521,8 @@ impl Inner {
                 }
                 Err(e) if e.errcode() == Some(wechat_proto::ErrCode::REFRESH_TOKEN_INVALID) => {
                     if !recovered
-                        && let Some(listed) = self.recover_refresh_token(component, appid, &ct.value).await?
-                        && !listed.ct_eq(rt.expose())
+                        && let Some(listed) =
+                            self.recover_refresh_token(component, appid, &ct.value, Some(&rt)).await?
                     {
                         recovered = true;
                         rt = listed;
@@ -527,13 +539,15 @@ impl Inner {
     /// Finds `appid` in the component's authorizer list and keeps the refresh token listed
     /// there (WeChat's current one), returning it.
     ///
-    /// `Ok(None)`: WeChat lists no refresh token for it; an error: the list could not be read
-    /// (then nothing is concluded).
+    /// `Ok(None)`: WeChat lists no refresh token for it, or only `refused` (the one it just
+    /// turned down: nothing to recover); an error: the list could not be read (then nothing is
+    /// concluded).
     async fn recover_refresh_token(
         &self,
         component: &str,
         appid: &str,
         ct: &Secret,
+        refused: Option<&Secret>,
     ) -> std::result::Result<Option<Secret>, FlightError> {
         let mut offset = 0u32;
         loop {
@@ -548,7 +562,11 @@ impl Inner {
                 }
             };
             if let Some(entry) = page.list.iter().find(|e| e.authorizer_appid == appid) {
-                let Some(rt) = entry.refresh_token.clone().filter(|t| !t.expose().is_empty()) else {
+                let Some(rt) = entry
+                    .refresh_token
+                    .clone()
+                    .filter(|t| !t.expose().is_empty() && refused.is_none_or(|r| !r.ct_eq(t.expose())))
+                else {
                     return Ok(None);
                 };
                 let rec = match self.store.get_authorizer(appid).await {
@@ -794,19 +812,23 @@ impl Inner {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        if let Some(done) = self.exchanged(&marker).await? {
-            self.release(&exchange_lease).await;
-            return Ok(done);
-        }
-        let result = self.exchange_held(component, code, known, event_ms, &digest).await;
+        let result = match self.exchanged(&marker).await {
+            Ok(None) => self.exchange_held(component, code, known, event_ms, &digest).await,
+            Ok(Some(done)) => Ok(done),
+            Err(e) => Err(e),
+        };
         self.release(&exchange_lease).await;
         result
     }
 
-    /// The authorizer a code was exchanged for, if it was.
+    /// The authorizer a code was exchanged for, if it was; an error if it was revoked since
+    /// (the code is spent, and answering with the authorizer would say it is live).
     async fn exchanged(&self, marker: &str) -> Result<Option<AuthorizerRecord>> {
         let Some(appid) = self.store.get_secret(marker).await? else { return Ok(None) };
-        self.store.get_authorizer(appid.expose()).await
+        match self.store.get_authorizer(appid.expose()).await? {
+            Some(r) if !r.state.is_live() => Err(Error::AuthorizationRevoked(r.authorizer_appid)),
+            held => Ok(held),
+        }
     }
 
     async fn exchange_held(
@@ -849,7 +871,7 @@ impl Inner {
                 // Most likely a first exchange whose answer a crash lost: WeChat's list has
                 // the authorizer with its refresh token.
                 tracing::warn!(component, authorizer = appid, error = %e, "authorization code refused; recovering the authorizer from the list");
-                return self.recover_one(component, appid, &ct.value, event_ms).await;
+                return self.recover_one(component, appid, &ct.value, event_ms, digest).await;
             }
         };
         let appid = info.authorizer_appid.clone();
@@ -862,6 +884,14 @@ impl Inner {
                 "authorizer {appid} is already an app or another component's authorizer here"
             )));
         }
+        // Event stamps order an authorization against revocations; against a live record
+        // (an earlier authorization, or this one's push) this one is simply the latest.
+        let event_ms = match self.store.get_authorizer(&appid).await? {
+            Some(held) if held.state.is_live() && held.component_appid == component => {
+                event_ms.max(held.event_ms)
+            }
+            _ => event_ms,
+        };
         let record = AuthorizerRecord {
             component_appid: component.to_owned(),
             authorizer_appid: appid.clone(),
@@ -914,13 +944,16 @@ impl Inner {
         Ok(record)
     }
 
-    /// Adopts one authorizer from the list (its code could not be exchanged again).
+    /// Adopts one authorizer from the list (its code, whose digest is `digest`, could not be
+    /// exchanged again) and marks the code exchanged, so WeChat's retries of the push that
+    /// brought it change nothing.
     async fn recover_one(
         self: &Arc<Self>,
         component: &str,
         appid: &str,
         ct: &Secret,
         event_ms: i64,
+        digest: &str,
     ) -> Result<AuthorizerRecord> {
         let held = self.store.get_authorizer(appid).await?.filter(|r| r.component_appid == component);
         let rec = AuthorizerRecord {
@@ -935,12 +968,13 @@ impl Inner {
             return Err(Error::AuthorizationRevoked(appid.to_owned()));
         }
         let rt = self
-            .recover_refresh_token(component, appid, ct)
+            .recover_refresh_token(component, appid, ct, None)
             .await
             .map_err(|e| Error::Upstream(format!("authorizer list: {}", e.short)))?;
         if rt.is_none() {
             self.mark_needs_reauthorization(appid).await;
         }
+        self.store.put_secret(&code_name(component, digest), &Secret::new(appid.to_owned())).await?;
         let _changing = self.apps_lock.lock().await;
         self.sync_authorizer_held(appid).await?;
         Ok(self.store.get_authorizer(appid).await?.unwrap_or(rec))
@@ -968,13 +1002,17 @@ impl Inner {
                 let held = self.store.get_authorizer(appid).await?;
                 let held_rt = self.store.get_refresh_token(appid).await?;
                 let listed_rt = entry.refresh_token.clone().filter(|t| !t.expose().is_empty());
-                let now = now_ms();
+                let (now, seen) = (now_ms(), hub_event_ms());
                 let base = AuthorizerRecord {
                     component_appid: component.to_owned(),
                     authorizer_appid: appid.to_owned(),
                     state: AuthorizerState::Authorized,
                     func_info: held.as_ref().map(|h| h.func_info.clone()).unwrap_or_default(),
-                    event_ms: held.as_ref().map_or(now, |h| h.event_ms.max(now)),
+                    // Listed means authorized when the page was read; a revocation pushed
+                    // since (a tombstone newer than the allowance) is newer than that and stands.
+                    event_ms: held
+                        .as_ref()
+                        .map_or(seen, |h| if h.state.is_live() { h.event_ms.max(seen) } else { seen }),
                     updated_ms: now,
                 };
                 match (listed_rt, held_rt) {
