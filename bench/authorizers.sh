@@ -5,8 +5,9 @@
 # against the limiter, sampled tokens WeChat rejected, and reads of an authorizer's token as a
 # ratio to a plain app's, measured in the same run.
 #
-#   bash bench/authorizers.sh                  # 10,000 authorizers, 120 s tokens, 360 s soak
-#   N=2000 TTL=60 SOAK=120 bash bench/authorizers.sh
+#   bash bench/authorizers.sh                  # 10,000 authorizers, 120 s tokens, 360 s soak,
+#                                              # 16 calls in flight at most, 50 ms per call
+#   N=2000 TTL=60 SOAK=120 CONC=8 DELAY_MS=20 bash bench/authorizers.sh
 #
 # Everything listens on 127.0.0.1 only.
 set -euo pipefail
@@ -15,7 +16,10 @@ cd "$(dirname "$0")/.."
 N=${N:-10000}
 TTL=${TTL:-120}
 SOAK=${SOAK:-360}
-CONC=${CONC:-32}
+CONC=${CONC:-16}
+# Every api_authorizer_token call takes this long at the simulator, as WeChat's do, so calls
+# overlap and the limiter's bound is actually reached (a 1 ms local answer never fills it).
+DELAY_MS=${DELAY_MS:-50}
 PER_SEC=${PER_SEC:-1000}
 SIM_ADDR=127.0.0.1:18121
 HUB_ADDR=127.0.0.1:18122
@@ -87,10 +91,12 @@ RUST_LOG=warn $T/wechat-sim --listen "$SIM_ADDR" --config "$work/sim.toml" 2>"$w
 wait_http "http://$SIM_ADDR/__sim/calls"
 curl -sf -o /dev/null -X POST "http://$SIM_ADDR/__sim/authorizers" -H 'content-type: application/json' \
   -d "{\"component_appid\":\"$COMP\",\"count\":$N}"
+curl -sf -o /dev/null -X POST "http://$SIM_ADDR/__sim/faults" -H 'content-type: application/json' \
+  -d "{\"endpoint\":\"/cgi-bin/component/api_authorizer_token\",\"kind\":\"delay\",\"delay_ms\":$DELAY_MS}"
 RUST_LOG=warn $T/wxcentral serve --config "$work/wxcentral.toml" 2>"$work/hub.log" & hub=$!; pids+=($hub)
 wait_http "http://$HUB_ADDR/healthz"
 
-$T/examples/bench_authorizers "http://$HUB_ADDR" "http://$SIM_ADDR" "$key" "$hub" "$COMP" "$APP" "$N" "$SOAK" "$CONC"
+$T/examples/bench_authorizers "http://$HUB_ADDR" "http://$SIM_ADDR" "$key" "$hub" "$COMP" "$APP" "$N" "$SOAK" "$CONC" "$DELAY_MS"
 echo
 echo "hub warnings/errors in the log: $(grep -cE 'WARN|ERROR' "$work/hub.log" || true)"
 grep -E 'WARN|ERROR' "$work/hub.log" | sed -E 's/^[^ ]+ //' | cut -c1-160 | sort | uniq -c | sort -rn | head -5 || true
