@@ -840,3 +840,52 @@ async fn pushes_under_the_previous_aes_key_are_read_while_the_key_rotates() {
     assert_eq!(last["verify_ticket_pushed_at"], after["verify_ticket_pushed_at"]);
     server.stop().await;
 }
+
+/// WeChat refusing the verify ticket (61006) is a fault of state, not of the network: the hub
+/// backs off for half the token's lifetime (at most a minute) instead of hammering, asks for a
+/// push at most once a minute, and the next pushed ticket wakes it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_stuck_on_a_refused_ticket_wakes_when_the_next_one_is_pushed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hub = format!("http://{}", listener.local_addr().unwrap());
+    let sim = platform_sim(&hub, |c| c).await;
+    let token_api = "/cgi-bin/component/api_component_token";
+    sim_fault(&sim, json!({ "endpoint": token_api, "kind": "errcode", "errcode": 61006, "count": 1000 }))
+        .await;
+    let server = Server::start_on(listener, &platform_config(&sim)).await;
+    let status_url = server.url(&format!("/v1/components/{COMP}"));
+    let state = async || {
+        let (s, v) = get_json(&http(), &status_url, PLATFORM_KEY).await;
+        assert_eq!(s, 200, "{v}");
+        v["credential"]["state"].as_str().unwrap_or_default().to_owned()
+    };
+
+    // Started without a ticket: asked for one, got it pushed, and WeChat refused it.
+    wait_for(Duration::from_secs(10), "the refused ticket", async || {
+        (sim.calls(COMP, token_api) >= 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let refused = sim.calls(COMP, token_api);
+    assert!(refused <= 2, "61006 was retried {refused} times in 2 s");
+    assert_eq!(
+        sim.calls(COMP, "/cgi-bin/component/api_start_push_ticket"),
+        1,
+        "asked for a push more than once a minute"
+    );
+    assert_ne!(state().await, "valid");
+
+    // The next push wakes it well before the backoff (a minute for a 7,200 s token) ends.
+    sim_clear_faults(&sim).await;
+    let pushed = Instant::now();
+    sim_post(&sim, "/__sim/push_ticket", json!({ "component_appid": COMP })).await;
+    wait_for(Duration::from_secs(10), "a valid component token after the push", async || {
+        (state().await == "valid").then_some(())
+    })
+    .await;
+    assert!(pushed.elapsed() < Duration::from_secs(10));
+    assert_eq!(sim.calls(COMP, token_api), refused + 1, "one fetch after the push");
+    let ct = component_token(&server).await;
+    assert!(sim_accepts_component_token(&sim, ct["value"].as_str().unwrap()).await);
+    server.stop().await;
+}
