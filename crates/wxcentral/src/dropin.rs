@@ -296,10 +296,12 @@ pub async fn proxy(State(state): State<AppState>, req: Request) -> Response {
         Ok(Inject::Nothing)
     } else {
         let q = target.query.as_deref();
-        let presented = match (target::param(q, "access_token"), target::param(q, "component_access_token")) {
-            (Some(v), _) if !v.is_empty() => Ok(("access_token", v)),
-            (_, Some(v)) if !v.is_empty() => Ok(("component_access_token", v)),
-            _ => Err(WxError::TokenMissing),
+        let presented = match target::param(q, "access_token").filter(|v| !v.is_empty()) {
+            Some(v) => Ok(("access_token", v)),
+            None => target::param(q, "component_access_token")
+                .filter(|v| !v.is_empty())
+                .map(|v| ("component_access_token", v))
+                .ok_or(WxError::TokenMissing),
         };
         presented.and_then(|(param, value)| {
             let owner = state.engine().resolve_token(&value).ok_or(WxError::UnknownToken)?;
@@ -307,7 +309,7 @@ pub async fn proxy(State(state): State<AppState>, req: Request) -> Response {
         })
     };
     let result = match inject {
-        Ok(inject) => forward_to(&state, parts.method, &parts.headers, body, &target, inject).await,
+        Ok(inject) => forward_to(&state, parts.method, parts.headers, body, &target, inject).await,
         Err(e) => Err(e),
     };
     let mut response = answer(result);
@@ -319,13 +321,13 @@ async fn forward(state: &AppState, req: Request, inject: Inject) -> WxResult<Res
     let (parts, body) = req.into_parts();
     let proxy = state.proxy();
     let target = target::check(&parts.method, &parts.uri, parts.uri.path(), proxy.prefixes())?;
-    forward_to(state, parts.method, &parts.headers, body, &target, inject).await
+    forward_to(state, parts.method, parts.headers, body, &target, inject).await
 }
 
 async fn forward_to(
     state: &AppState,
     method: Method,
-    headers: &axum::http::HeaderMap,
+    headers: axum::http::HeaderMap,
     body: Body,
     target: &target::Target,
     inject: Inject,
@@ -360,7 +362,7 @@ pub async fn token_free(State(state): State<AppState>, req: Request) -> Response
             forward_to(
                 &state,
                 parts.method,
-                &parts.headers,
+                parts.headers,
                 body,
                 &target,
                 Inject::Token { appid, kind, param },

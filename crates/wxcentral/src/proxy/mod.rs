@@ -62,6 +62,10 @@ pub struct Proxy {
     http: HttpClient,
     timeout: Duration,
     base: String,
+    /// `base` taken apart once, so a call only parses its own path and query.
+    scheme: axum::http::uri::Scheme,
+    authority: axum::http::uri::Authority,
+    base_path: String,
     prefixes: Vec<String>,
     max_request: u64,
     max_response: u64,
@@ -111,11 +115,20 @@ impl Proxy {
             .pool_max_idle_per_host(256)
             .build(https);
         let base = config.upstream.base_url.trim_end_matches('/').to_owned();
-        base.parse::<Uri>().map_err(|e| ProxyInitError(format!("upstream.base_url: {e}")))?;
+        let uri = base.parse::<Uri>().map_err(|e| ProxyInitError(format!("upstream.base_url: {e}")))?;
+        let parts = uri.into_parts();
+        let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+            return Err(ProxyInitError("upstream.base_url must be an absolute http(s) URL".into()));
+        };
+        let base_path =
+            parts.path_and_query.as_ref().map_or("", |p| p.path()).trim_end_matches('/').to_owned();
         Ok(Self {
             http,
             timeout: Duration::from_millis(config.upstream.proxy_timeout_ms),
             base,
+            scheme,
+            authority,
+            base_path,
             prefixes: config.proxy.prefixes.clone(),
             max_request: config.proxy.max_request_bytes,
             max_response: config.proxy.max_response_bytes,
@@ -132,12 +145,12 @@ impl Proxy {
         &self,
         engine: &Engine,
         method: Method,
-        headers: &HeaderMap,
+        headers: HeaderMap,
         body: Body,
         target: &Target,
         inject: Inject,
     ) -> Result<Response<Body>, WxError> {
-        let body = self.prepare(headers, body).await?;
+        let body = self.prepare(&headers, body).await?;
         let headers = request_headers(headers, matches!(body, Prepared::Streaming(..)));
         let (query, injected) = match &inject {
             Inject::Token { appid, kind, param } => {
@@ -153,8 +166,10 @@ impl Proxy {
             Prepared::Whole(b) => (Some(b.clone()), whole(b), None),
             Prepared::Streaming(b, t) => (None, b, Some(t)),
         };
+        // Only a call that may be sent again keeps a copy of its headers.
+        let retry_headers = (injected.is_some() && retry_body.is_some()).then(|| headers.clone());
         let first =
-            self.send(&method, target, query.as_deref(), &headers, first_body, tripped.as_deref()).await?;
+            self.send(&method, target, query.as_deref(), headers, first_body, tripped.as_deref()).await?;
         let Some(cred) = injected else { return self.answer(first).await };
         let Inject::Token { appid, kind, param } = &inject else { return self.answer(first).await };
         let (first, errcode) = self.inspect(first).await?;
@@ -170,13 +185,13 @@ impl Proxy {
                 return Ok(first);
             }
         };
-        let Some(body) = retry_body else {
+        let (Some(body), Some(headers)) = (retry_body, retry_headers) else {
             tracing::debug!(appid, "token error on a streamed body: reported, not retried");
             return Ok(first);
         };
         tracing::info!(appid, %kind, errcode, "token error from WeChat: refreshed, retrying once");
         let query = target::set_param(target.query.as_deref(), param, fresh.value.expose());
-        let second = self.send(&method, target, Some(&query), &headers, whole(body), None).await?;
+        let second = self.send(&method, target, Some(&query), headers, whole(body), None).await?;
         self.answer(second).await
     }
 
@@ -212,23 +227,28 @@ impl Proxy {
         method: &Method,
         target: &Target,
         query: Option<&str>,
-        headers: &HeaderMap,
+        headers: HeaderMap,
         body: OutBody,
         tripped: Option<&AtomicBool>,
     ) -> Result<Response<Incoming>, WxError> {
-        let mut url =
-            String::with_capacity(self.base.len() + target.path.len() + query.map_or(0, str::len) + 1);
-        url.push_str(&self.base);
-        url.push_str(&target.path);
+        let mut pq =
+            String::with_capacity(self.base_path.len() + target.path.len() + query.map_or(0, str::len) + 1);
+        pq.push_str(&self.base_path);
+        pq.push_str(&target.path);
         if let Some(q) = query.filter(|q| !q.is_empty()) {
-            url.push('?');
-            url.push_str(q);
+            pq.push('?');
+            pq.push_str(q);
         }
-        let uri: Uri = url.parse().map_err(|_| WxError::Refused("the path and query do not form a URL"))?;
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| WxError::Refused("the path and query do not form a URL"))?;
         let mut req = Request::new(body);
         *req.method_mut() = method.clone();
         *req.uri_mut() = uri;
-        *req.headers_mut() = headers.clone();
+        *req.headers_mut() = headers;
         match tokio::time::timeout(self.timeout, self.http.request(req)).await {
             Err(_) => Err(WxError::UpstreamTimeout),
             Ok(Ok(resp)) => Ok(resp),
@@ -253,7 +273,7 @@ impl Proxy {
             return self.answer(resp).await.map(|r| (r, None));
         }
         let (parts, mut body) = resp.into_parts();
-        let headers = end_to_end(&parts.headers);
+        let headers = end_to_end(parts.headers);
         let mut head = BytesMut::new();
         let read = async {
             while let Some(frame) = body.frame().await {
@@ -289,7 +309,7 @@ impl Proxy {
             return Err(WxError::ResponseTooLarge(self.max_response));
         }
         let (parts, body) = resp.into_parts();
-        let headers = end_to_end(&parts.headers);
+        let headers = end_to_end(parts.headers);
         let max = usize::try_from(self.max_response).unwrap_or(usize::MAX);
         Ok(self.respond(parts.status, headers, Body::new(Limited::new(body, max))))
     }
@@ -361,32 +381,27 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Hop-by-hop headers and those the `Connection` header names, dropped.
-fn end_to_end(headers: &HeaderMap) -> HeaderMap {
-    let named: Vec<String> = headers
+/// Hop-by-hop headers and those the `Connection` header names, dropped (in place: the maps
+/// are the request's and the response's own, so nothing is copied).
+fn end_to_end(mut headers: HeaderMap) -> HeaderMap {
+    let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
+        .filter_map(|s| HeaderName::from_bytes(s.trim().to_ascii_lowercase().as_bytes()).ok())
         .collect();
-    let mut out = headers.clone();
-    for h in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
-        out.remove(h);
+    for h in HOP_BY_HOP.iter().chain([&header::UPGRADE]).chain(&named) {
+        headers.remove(h);
     }
-    for n in named {
-        if let Ok(h) = HeaderName::from_bytes(n.as_bytes()) {
-            out.remove(h);
-        }
-    }
-    out
+    headers
 }
 
 /// The caller's headers as sent upstream: no hop-by-hop headers, no `Host` (the upstream's
 /// own is set), no `Authorization` (a client key is the hub's business, not WeChat's), no
 /// `Accept-Encoding` (token errors must be readable). `Content-Length` is kept only for a
 /// streamed body; a whole one gets its own.
-fn request_headers(headers: &HeaderMap, streaming: bool) -> HeaderMap {
+fn request_headers(headers: HeaderMap, streaming: bool) -> HeaderMap {
     let mut out = end_to_end(headers);
     out.remove(header::HOST);
     out.remove(header::AUTHORIZATION);
@@ -417,10 +432,10 @@ mod tests {
         ] {
             h.insert(HeaderName::from_static(k), v.parse().unwrap());
         }
-        let out = request_headers(&h, false);
+        let out = request_headers(h.clone(), false);
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(out.contains_key("content-type") && out.contains_key("x-custom"));
-        assert!(request_headers(&h, true).contains_key("content-length"));
+        assert!(request_headers(h, true).contains_key("content-length"));
     }
 }
