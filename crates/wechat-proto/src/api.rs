@@ -26,6 +26,9 @@ pub const PATH_JSCODE2SESSION: &str = "/sns/jscode2session";
 pub const PATH_GETUSERPHONENUMBER: &str = "/wxa/business/getuserphonenumber";
 pub const PATH_SUBSCRIBE_SEND: &str = "/cgi-bin/message/subscribe/send";
 pub const PATH_OAUTH2_ACCESS_TOKEN: &str = "/sns/oauth2/access_token";
+pub const PATH_OAUTH2_REFRESH_TOKEN: &str = "/sns/oauth2/refresh_token";
+pub const PATH_SNS_USERINFO: &str = "/sns/userinfo";
+pub const PATH_SNS_AUTH: &str = "/sns/auth";
 
 /// A failed WeChat call, as WeChat reported it or as it arrived malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -207,6 +207,11 @@ pub struct State {
     pub auth_codes: HashMap<String, AuthCode>,
     /// Single-use user codes (js_code, OAuth code, phone code) already redeemed, per app.
     pub used_codes: HashSet<(String, String)>,
+    /// Web-login user tokens (`sns/oauth2`): value → (appid, openid, expires at).
+    pub sns_tokens: HashMap<String, (String, String, Millis)>,
+    /// Web-login refresh tokens: value → (appid, openid). They last 30 days; the simulator
+    /// keeps them for its lifetime.
+    pub sns_refresh_tokens: HashMap<String, (String, String)>,
     /// Apps `auto_register` created: their secret follows the last one presented.
     pub auto_registered: HashSet<String>,
     /// Authorizer appid -> the component it was last authorized to: quota and ticket lifetime
@@ -242,6 +247,8 @@ impl State {
             pre_auth_codes: HashMap::new(),
             auth_codes: HashMap::new(),
             used_codes: HashSet::new(),
+            sns_tokens: HashMap::new(),
+            sns_refresh_tokens: HashMap::new(),
             authorizer_component: HashMap::new(),
             bulk_seq: 0,
             next_push_id: 1,

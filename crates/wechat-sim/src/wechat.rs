@@ -14,8 +14,9 @@ pub const PATH_QRCODE_CREATE: &str = "/cgi-bin/qrcode/create";
 use wechat_proto::api::{
     AUTHORIZER_LIST_MAX_COUNT, PATH_AUTHORIZER_TOKEN, PATH_COMPONENT_TOKEN, PATH_GET_API_DOMAIN_IP,
     PATH_GET_AUTHORIZER_INFO, PATH_GET_AUTHORIZER_LIST, PATH_GETTICKET, PATH_GETUSERPHONENUMBER,
-    PATH_GETWXACODEUNLIMIT, PATH_JSCODE2SESSION, PATH_OAUTH2_ACCESS_TOKEN, PATH_PREAUTHCODE, PATH_QUERY_AUTH,
-    PATH_STABLE_TOKEN, PATH_START_PUSH_TICKET, PATH_SUBSCRIBE_SEND, PATH_TOKEN, PATH_USER_INFO,
+    PATH_GETWXACODEUNLIMIT, PATH_JSCODE2SESSION, PATH_OAUTH2_ACCESS_TOKEN, PATH_OAUTH2_REFRESH_TOKEN,
+    PATH_PREAUTHCODE, PATH_QUERY_AUTH, PATH_SNS_AUTH, PATH_SNS_USERINFO, PATH_STABLE_TOKEN,
+    PATH_START_PUSH_TICKET, PATH_SUBSCRIBE_SEND, PATH_TOKEN, PATH_USER_INFO,
 };
 
 /// A WeChat-path request, already read.
@@ -132,6 +133,9 @@ impl State {
             PATH_GETUSERPHONENUMBER => self.phone_number(req),
             PATH_SUBSCRIBE_SEND => self.subscribe_send(req),
             PATH_OAUTH2_ACCESS_TOKEN => self.oauth2_access_token(req),
+            PATH_OAUTH2_REFRESH_TOKEN => self.oauth2_refresh_token(req),
+            PATH_SNS_USERINFO => self.sns_userinfo(req),
+            PATH_SNS_AUTH => self.sns_auth(req).map(|()| json!({ "errcode": 0, "errmsg": "ok" })),
             PATH_QRCODE_CREATE => self.qrcode_create(req),
             _ => return Reply::NotFound,
         };
@@ -651,16 +655,75 @@ impl State {
             return Err(40163);
         }
         let openid = derived_openid(&format!("{appid}:{code}"));
-        Ok(json!({
-            "access_token": crate::state::random_token(),
-            "expires_in": 7200,
-            "refresh_token": crate::state::random_token(),
+        let refresh_token = crate::state::random_token();
+        self.sns_refresh_tokens.insert(refresh_token.clone(), (appid.clone(), openid.clone()));
+        Ok(self.sns_user_token(&appid, &openid, &refresh_token, req.now))
+    }
+
+    /// A new web-login user token for `openid`, answered in WeChat's shape.
+    fn sns_user_token(&mut self, appid: &str, openid: &str, refresh_token: &str, now: Millis) -> Value {
+        let token = crate::state::random_token();
+        self.sns_tokens.insert(token.clone(), (appid.to_owned(), openid.to_owned(), now + SNS_TOKEN_TTL_MS));
+        json!({
+            "access_token": token,
+            "expires_in": SNS_TOKEN_TTL_MS / 1000,
+            "refresh_token": refresh_token,
             "openid": openid,
             "scope": "snsapi_userinfo",
             "is_snapshotuser": 0,
+        })
+    }
+
+    /// `GET /sns/oauth2/refresh_token?appid&grant_type=refresh_token&refresh_token`: no secret
+    /// (WeChat's own rule); 40030 for a refresh token this app was never given.
+    fn oauth2_refresh_token(&mut self, req: &Req<'_>) -> R<Value> {
+        let appid = req.q("appid").filter(|a| !a.is_empty()).ok_or(41002)?.to_owned();
+        if req.q("grant_type") != Some("refresh_token") {
+            return Err(40002);
+        }
+        let rt = req.q("refresh_token").filter(|t| !t.is_empty()).ok_or(40030)?.to_owned();
+        let openid = match self.sns_refresh_tokens.get(&rt) {
+            Some((a, openid)) if *a == appid => openid.clone(),
+            _ => return Err(40030),
+        };
+        Ok(self.sns_user_token(&appid, &openid, &rt, req.now))
+    }
+
+    /// The user token and openid of a web-login call: 41001 without a token, 40001 for one
+    /// never issued, 42001 once expired, 40003 for an openid it was not issued for.
+    fn sns_auth(&self, req: &Req<'_>) -> R<()> {
+        let token = req.q("access_token").filter(|t| !t.is_empty()).ok_or(41001)?;
+        let (_, openid, expires) = self.sns_tokens.get(token).ok_or(40001)?;
+        if req.now >= *expires {
+            return Err(42001);
+        }
+        if req.q("openid") != Some(openid.as_str()) {
+            return Err(40003);
+        }
+        Ok(())
+    }
+
+    fn sns_userinfo(&self, req: &Req<'_>) -> R<Value> {
+        self.sns_auth(req)?;
+        let openid = req.q("openid").unwrap_or_default();
+        let appid =
+            self.sns_tokens.get(req.q("access_token").unwrap_or_default()).map_or("", |t| t.0.as_str());
+        Ok(json!({
+            "openid": openid,
+            "nickname": format!("user-{}", &openid[openid.len().saturating_sub(6)..]),
+            "sex": 0,
+            "province": "",
+            "city": "",
+            "country": "",
+            "headimgurl": "",
+            "privilege": [],
+            "unionid": derived_openid(&format!("union:{appid}:{openid}")),
         }))
     }
 }
+
+/// WeChat's web-login user tokens last two hours.
+const SNS_TOKEN_TTL_MS: Millis = 7_200_000;
 
 fn base64_like(len: usize) -> String {
     let s = random_string(len);

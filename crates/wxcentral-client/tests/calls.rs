@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use wechat_proto::Secret;
 use wechat_proto::api::{
     PATH_GETUSERPHONENUMBER, PATH_GETWXACODEUNLIMIT, PATH_JSCODE2SESSION, PATH_OAUTH2_ACCESS_TOKEN,
-    PATH_SUBSCRIBE_SEND,
+    PATH_OAUTH2_REFRESH_TOKEN, PATH_SUBSCRIBE_SEND,
 };
 use wxcentral_client::{
     Client, CredentialKind, EnvVersion, Error, SubscribeMessage, TemplateData, WxaCodeRequest,
@@ -138,6 +138,36 @@ async fn oauth2_access_token_exchanges_a_consent_code_once() {
     let wrong = client.oauth2_access_token(&app, &Secret::from("nope"), "consent-2").await.unwrap_err();
     assert_eq!(errcode(&wrong), Some(40125));
     assert_eq!(sim_calls(&sim, &app, PATH_OAUTH2_ACCESS_TOKEN).await, 3);
+}
+
+/// The rest of web login against the simulator: a refresh gives a new user token for the same
+/// user, userinfo and the auth check accept it for its own openid only, and neither an unknown
+/// refresh token nor an unknown user token is taken.
+#[tokio::test]
+async fn oauth2_refresh_userinfo_and_auth_check_against_the_simulator() {
+    let (sim, app, client) = setup().await;
+    let secret = Secret::new(secret_of(&app));
+    let first = client.oauth2_access_token(&app, &secret, "consent-r").await.unwrap();
+    let renewed = client.oauth2_refresh_token(&app, &first.refresh_token).await.unwrap();
+    assert_eq!(renewed.openid, first.openid);
+    assert_ne!(renewed.access_token.expose(), first.access_token.expose());
+    for token in [&first.access_token, &renewed.access_token] {
+        client.oauth2_check(token, &first.openid).await.unwrap();
+        let me = client.oauth2_userinfo(token, &first.openid, Some("en")).await.unwrap();
+        assert_eq!(me.openid, first.openid);
+    }
+    let other = client.oauth2_check(&renewed.access_token, "o-someone-else").await.unwrap_err();
+    assert_eq!(errcode(&other), Some(40003));
+    let forged = Secret::from("not-a-user-token");
+    assert_eq!(errcode(&client.oauth2_check(&forged, &first.openid).await.unwrap_err()), Some(40001));
+    assert_eq!(
+        errcode(&client.oauth2_userinfo(&forged, &first.openid, None).await.unwrap_err()),
+        Some(40001)
+    );
+    let bad_rt = client.oauth2_refresh_token(&app, &Secret::from("not-a-refresh-token")).await.unwrap_err();
+    assert_eq!(errcode(&bad_rt), Some(40030));
+    // A user token's refusal is the user's, not the app's: nothing was refreshed for it.
+    assert_eq!(sim_calls(&sim, &app, PATH_OAUTH2_REFRESH_TOKEN).await, 2);
 }
 
 #[tokio::test]

@@ -107,8 +107,6 @@ pub async fn reload(state: &AppState, running: &Config, config: &Config) -> Resu
     Ok(())
 }
 
-const PATH_OAUTH2_REFRESH_TOKEN: &str = "/sns/oauth2/refresh_token";
-
 /// The body limit of `PUT /v1/apps` (1000 apps of the largest shape fit).
 pub const BATCH_BODY_LIMIT: usize = 4 << 20;
 
@@ -124,7 +122,7 @@ pub fn router(state: AppState) -> Router {
         .route(wx::PATH_AUTHORIZER_TOKEN, any(dropin::authorizer_token))
         .route(wx::PATH_JSCODE2SESSION, any(dropin::with_secret))
         .route(wx::PATH_OAUTH2_ACCESS_TOKEN, any(dropin::with_secret))
-        .route(PATH_OAUTH2_REFRESH_TOKEN, any(dropin::known_app));
+        .route(wx::PATH_OAUTH2_REFRESH_TOKEN, any(dropin::known_app));
     for prefix in state.proxy().prefixes() {
         wechat = wechat.route(&format!("{prefix}{{*path}}"), any(dropin::proxy));
     }

@@ -11,14 +11,8 @@ use serde::{Deserialize, Serialize};
 use wechat_proto::Secret;
 use wechat_proto::api::{
     ErrBody, GRANT_AUTHORIZATION_CODE, OAuth2AccessTokenResponse, PATH_OAUTH2_ACCESS_TOKEN,
+    PATH_OAUTH2_REFRESH_TOKEN, PATH_SNS_AUTH, PATH_SNS_USERINFO,
 };
-
-/// `GET /sns/oauth2/refresh_token`.
-pub const PATH_OAUTH2_REFRESH_TOKEN: &str = "/sns/oauth2/refresh_token";
-/// `GET /sns/userinfo`.
-pub const PATH_SNS_USERINFO: &str = "/sns/userinfo";
-/// `GET /sns/auth`.
-pub const PATH_SNS_AUTH: &str = "/sns/auth";
 /// Where the browser is sent for consent.
 pub const OAUTH2_AUTHORIZE_URL: &str = "https://open.weixin.qq.com/connect/oauth2/authorize";
 
