@@ -102,16 +102,7 @@ impl ClientBuilder {
     }
 
     pub fn build(self) -> Result<Client> {
-        let http = match self.http {
-            Some(h) => h,
-            // WeChat and the hub never redirect; following one would only send the request
-            // (and its token) somewhere else.
-            None => reqwest::Client::builder()
-                .timeout(self.timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(Error::transport)?,
-        };
+        let http = crate::http::or_default(self.http, self.timeout)?;
         Ok(Client {
             http,
             base: Arc::from(self.base.trim_end_matches('/')),

@@ -73,16 +73,7 @@ impl HubSourceBuilder {
     }
 
     pub fn build(self) -> Result<HubSource> {
-        let http = match self.http {
-            Some(h) => h,
-            // WeChat and the hub never redirect; following one would only send the request
-            // (and its token) somewhere else.
-            None => reqwest::Client::builder()
-                .timeout(self.timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(Error::transport)?,
-        };
+        let http = crate::http::or_default(self.http, self.timeout)?;
         Ok(HubSource {
             inner: Arc::new(Inner {
                 http,

@@ -48,6 +48,7 @@ mod client;
 mod engine;
 mod env;
 mod error;
+mod http;
 mod hub;
 mod jssdk;
 mod options;
