@@ -377,8 +377,8 @@ fn parse_xml(body: &[u8]) -> Result<Envelope, CryptoError> {
 }
 
 /// Wraps `text` in CDATA; a `]]>` inside is split across two sections so it cannot close the
-/// first one early.
-fn cdata(text: &str) -> String {
+/// first one early. Passive replies use it for every text field.
+pub fn cdata(text: &str) -> String {
     format!("<![CDATA[{}]]>", text.replace("]]>", "]]]]><![CDATA[>"))
 }
 

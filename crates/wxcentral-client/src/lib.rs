@@ -20,6 +20,11 @@
 //! [`Client::jssdk_config`]. Anything else goes through [`Client::get_json`],
 //! [`Client::post_json`], [`Client::post_binary`] and [`Client::get_binary`].
 //!
+//! For the other direction, WeChat calling the business server, [`callback::Callback`] is the
+//! server URL as an axum route: URL verification, plaintext, compatible and safe mode with key
+//! rotation, routing by `MsgType`/`Event`/`InfoType`, encrypted passive replies, and WeChat's
+//! five-second budget kept (feature `callback`, on by default).
+//!
 //! Credentials never show in `Debug` output, error messages or logs: they travel as
 //! [`Secret`]s, and request URLs are stripped from transport errors.
 //!
@@ -43,6 +48,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "callback")]
+pub mod callback;
 mod calls;
 mod client;
 mod engine;
