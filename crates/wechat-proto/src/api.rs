@@ -333,16 +333,6 @@ pub struct UserInfoResponse {
     pub unionid: Option<String>,
 }
 
-/// `POST /wxa/getwxacodeunlimit` body; the success response is PNG bytes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WxaCodeUnlimitRequest {
-    pub scene: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub page: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub width: Option<u32>,
-}
-
 /// The grant of the code exchanges (`jscode2session`, web OAuth).
 pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
 

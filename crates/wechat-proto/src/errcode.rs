@@ -56,6 +56,10 @@ impl ErrCode {
     pub const INVALID_CODE: Self = Self(40029);
     pub const INVALID_PARAMETER: Self = Self(40097);
     pub const DATA_FORMAT_ERROR: Self = Self(47001);
+    /// A login or consent code already exchanged (`jscode2session`, web OAuth).
+    pub const CODE_USED: Self = Self(40163);
+    /// A value outside its field's rules, e.g. a subscribe-message value over its keyword's limit.
+    pub const ARGUMENT_INVALID: Self = Self(47003);
 
     pub fn code(self) -> i64 {
         self.0
@@ -88,6 +92,7 @@ impl ErrCode {
             40029 => "invalid code",
             40097 => "invalid parameter",
             40125 => "invalid appsecret",
+            40163 => "code already used",
             40164 => "caller IP not in the whitelist",
             41001 => "access_token missing",
             41004 => "appsecret missing",
@@ -95,6 +100,7 @@ impl ErrCode {
             45009 => "daily API quota reached",
             45011 => "API call too frequent",
             47001 => "data format error",
+            47003 => "argument invalid",
             61003 => "account has not authorized the component",
             61004 => "component caller IP not in the whitelist",
             61005 => "component_verify_ticket expired",

@@ -39,6 +39,7 @@ pub fn text(code: i64, ip: &str) -> String {
         45009 => "reach max api daily quota limit",
         45011 => "api minute-quota reach limit  mustslower  retry next minute",
         47001 => "data format error",
+        47003 => "argument invalid! data.value invalid",
         48001 => "api unauthorized",
         61003 => "component is not authorized by this account",
         61004 => "access clientip is not registered",

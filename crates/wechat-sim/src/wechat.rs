@@ -597,7 +597,13 @@ impl State {
             Some(w) => w.as_u64().ok_or(47001)?.clamp(280, 1280) as u32,
         };
         let page = body.get("page").and_then(Value::as_str).unwrap_or("");
-        Ok(Reply::Png(crate::png::wxacode(&format!("{appid}\n{page}\n{scene}"), width)))
+        // The version a scan opens; it is drawn into the code, so a test can tell it arrived.
+        let env = match body.get("env_version") {
+            None | Some(Value::Null) => "release",
+            Some(Value::String(v)) if matches!(v.as_str(), "release" | "trial" | "develop") => v.as_str(),
+            Some(_) => return Err(40097),
+        };
+        Ok(Reply::Png(crate::png::wxacode(&format!("{appid}\n{page}\n{scene}\n{env}"), width)))
     }
 
     fn jscode2session(&mut self, req: &Req<'_>) -> R<Value> {
@@ -641,6 +647,13 @@ impl State {
         let body = req.json()?;
         str_field(&body, "touser").ok_or(40003)?;
         str_field(&body, "template_id").ok_or(40037)?;
+        let data = body.get("data").and_then(Value::as_object).ok_or(47003)?;
+        for (key, field) in data {
+            let value = field.get("value").and_then(Value::as_str).ok_or(47003)?;
+            if !template_value_ok(key, value) {
+                return Err(47003);
+            }
+        }
         Ok(json!({ "errcode": 0, "errmsg": "ok", "msgid": rand::random::<u32>() }))
     }
 
@@ -728,6 +741,36 @@ const SNS_TOKEN_TTL_MS: Millis = 7_200_000;
 fn base64_like(len: usize) -> String {
     let s = random_string(len);
     s.replace('-', "+").replace('_', "/")
+}
+
+/// WeChat's table "订阅消息参数值内容限制": a value's keyword type is its key without the
+/// number (`thing1` is a `thing`), and each type has a length in characters and a character
+/// set; one value outside them fails the whole message with 47003. Types the table leaves free
+/// (time, date, amount, enum) are only checked for being present.
+fn template_value_ok(key: &str, value: &str) -> bool {
+    let kind = key.trim_end_matches(|c: char| c.is_ascii_digit());
+    let chars = value.chars().count();
+    let han =
+        |c: char| matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' | '\u{F900}'..='\u{FAFF}');
+    if value.trim().is_empty() || value.chars().any(char::is_control) {
+        return false;
+    }
+    match kind {
+        "thing" => chars <= 20,
+        "number" => {
+            let (int, frac) = value.split_once('.').unwrap_or((value, "0"));
+            chars <= 32 && [int, frac].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        }
+        "letter" => chars <= 32 && value.chars().all(|c| c.is_ascii_alphabetic()),
+        "character_string" => chars <= 32,
+        "phrase" => chars <= 5 && value.chars().all(han),
+        "symbol" => chars <= 5,
+        "phone_number" => chars <= 17,
+        "car_number" => chars <= 8,
+        "name" => chars <= if value.is_ascii() { 20 } else { 10 },
+        "time" | "date" | "amount" | "enum" => true,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,19 @@ async fn wxacode_unlimit_returns_the_image_or_the_json_error_as_a_typed_error() 
     assert!(image.bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{image:?}");
     let other = client.get_wxacode_unlimit(&app, &WxaCodeRequest::new("item=43")).await.unwrap();
     assert_ne!(other.bytes, image.bytes, "the scene reached WeChat");
+    // The environment reaches WeChat too: the same code for the trial version is another image,
+    // and one WeChat does not know is refused.
+    let trial = client
+        .get_wxacode_unlimit(&app, &request.clone().check_path(false).env_version(EnvVersion::Trial))
+        .await
+        .unwrap();
+    assert_ne!(trial.bytes, image.bytes, "env_version reached WeChat");
+    let unknown_env = serde_json::json!({ "scene": "item=42", "env_version": "beta" });
+    let err = client
+        .post_binary(&app, PATH_GETWXACODEUNLIMIT, &unknown_env, wxcentral_client::CallOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(errcode(&err), Some(40097), "{err:?}");
 
     // WeChat answers JSON in place of the image.
     let too_long = WxaCodeRequest::new("x".repeat(33));
@@ -82,7 +95,7 @@ async fn wxacode_unlimit_returns_the_image_or_the_json_error_as_a_typed_error() 
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(sim_calls(&sim, &app, PATH_GETWXACODEUNLIMIT).await, 3);
+    assert_eq!(sim_calls(&sim, &app, PATH_GETWXACODEUNLIMIT).await, 5);
 }
 
 #[tokio::test]
@@ -118,6 +131,47 @@ async fn subscribe_messages_are_sent_and_bad_values_refused_before_sending() {
     let no_template = SubscribeMessage::new("oUser", "", TemplateData::new().value("thing1", "x"));
     assert_eq!(errcode(&client.send_subscribe_message(&app, &no_template).await.unwrap_err()), Some(40037));
     assert_eq!(sim_calls(&sim, &app, PATH_SUBSCRIBE_SEND).await, 3);
+}
+
+/// The simulator applies WeChat's value table on its own: what the SDK sends after cutting is
+/// accepted for every keyword type, and the same values sent uncut get WeChat's 47003.
+#[tokio::test]
+async fn over_long_values_get_47003_from_wechat_and_fitted_ones_pass() {
+    let (sim, app, client) = setup().await;
+    let long = [
+        ("thing1", "一".repeat(21) + "x"),
+        ("number2", "1".repeat(40)),
+        ("letter3", "a".repeat(40)),
+        ("symbol4", "%".repeat(9)),
+        ("character_string5", "A1-".repeat(15)),
+        ("phone_number6", "+86-".repeat(6)),
+        ("car_number7", "粤A8Z888挂挂挂".to_owned()),
+        ("name8", "欧阳".repeat(6)),
+        ("name9", "Alexander".repeat(3)),
+        ("phrase10", "已经发货啦啦啦".to_owned()),
+    ];
+    let data = long.iter().fold(TemplateData::new(), |d, (k, v)| d.value(*k, v.as_str()));
+    let fitted = SubscribeMessage::new("oUserOpenid0001", "tmpl-all-types", data);
+    assert!(client.send_subscribe_message(&app, &fitted).await.unwrap().is_some());
+
+    for (key, value) in &long {
+        let raw = serde_json::json!({
+            "touser": "oUserOpenid0001",
+            "template_id": "tmpl-all-types",
+            "data": { *key: { "value": value } },
+        });
+        let err = client
+            .post_json::<_, serde_json::Value>(
+                &app,
+                PATH_SUBSCRIBE_SEND,
+                &raw,
+                wxcentral_client::CallOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(errcode(&err), Some(47003), "{key}: {err:?}");
+    }
+    assert_eq!(sim_calls(&sim, &app, PATH_SUBSCRIBE_SEND).await, 1 + long.len() as u64);
 }
 
 #[tokio::test]
