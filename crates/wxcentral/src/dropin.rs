@@ -23,7 +23,7 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use wechat_proto::api::TicketType;
+use wechat_proto::api::{self as wx, TicketType};
 use wxcentral_core::kind::Role;
 use wxcentral_core::wire::expires_in;
 use wxcentral_core::{AppSpec, Credential, CredentialKind, Engine};
@@ -34,6 +34,19 @@ const CT: CredentialKind = CredentialKind::ComponentAccessToken;
 /// Paths whose `access_token` is a user's (web authorization), not the app's: forwarded as
 /// they come, with nothing injected or checked.
 const USER_TOKEN_PATHS: [&str; 2] = ["/sns/userinfo", "/sns/auth"];
+
+/// The WeChat paths the hub answers (or forwards with the real secret) itself, in the order of
+/// [`crate::router`]'s handlers for them; every other path under a proxy prefix is [`proxy`]'s.
+pub const OWN_PATHS: [&str; 8] = [
+    wx::PATH_TOKEN,
+    wx::PATH_STABLE_TOKEN,
+    wx::PATH_GETTICKET,
+    wx::PATH_COMPONENT_TOKEN,
+    wx::PATH_AUTHORIZER_TOKEN,
+    wx::PATH_JSCODE2SESSION,
+    wx::PATH_OAUTH2_ACCESS_TOKEN,
+    wx::PATH_OAUTH2_REFRESH_TOKEN,
+];
 
 type WxResult<T> = Result<T, WxError>;
 

@@ -1,17 +1,22 @@
-//! The service in front of the router: plain credential reads are answered before routing.
+//! The service in front of the router: plain credential reads and proxied WeChat calls are
+//! answered before routing.
 //!
-//! Business servers read credentials far more often than they do anything else, and axum's
-//! routing (matching, boxed route services, path extraction) costs about as much as the rest of
-//! such a read. `GET /v1/apps/{appid}/{kind}` with a plain appid and one of the app kinds is
-//! therefore answered here, by the same [`api::read_credential`] the route uses, with the same
-//! span and metrics; every other request, including percent-encoded paths, goes to the router
-//! untouched, so the two cannot disagree on anything but speed.
+//! Business servers read credentials and call WeChat through the proxy far more often than they
+//! do anything else, and axum's routing (matching, boxed route services, path extraction, the
+//! middleware stack) costs about as much as the rest of a read. `GET /v1/apps/{appid}/{kind}`
+//! with a plain appid and one of the app kinds is therefore answered here, by the same
+//! [`api::read_credential`] the route uses, and an origin-form request under a proxy prefix that
+//! is not one of the hub's own WeChat paths by the same [`dropin::proxy`] handler, each with the
+//! same span, metrics and 5xx warning; every other request goes to the router untouched, so the
+//! two cannot disagree on anything but speed.
 
 use crate::api;
+use crate::dropin;
+use crate::http_metrics::RouteLabel;
 use crate::state::AppState;
 use crate::telemetry;
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::response::Response;
 use futures::future::{BoxFuture, Either};
@@ -48,6 +53,29 @@ fn credential_read(req: &Request) -> Option<(&str, &str)> {
     (plain(appid) && plain(kind) && api::app_kind(appid, kind).is_ok()).then_some((appid, kind))
 }
 
+/// Whether the proxy handler is the route the router would pick for `req`: a path under one of
+/// its prefixes with something after it (the router's `{*path}` needs a segment), not one of the
+/// drop-in paths, and an origin-form target (anything else the router refuses as it likes).
+fn proxied(req: &Request, prefixes: &[String]) -> bool {
+    let uri = req.uri();
+    let path = uri.path();
+    uri.scheme().is_none()
+        && req.method() != Method::CONNECT
+        && prefixes.iter().any(|p| path.len() > p.len() && path.starts_with(p.as_str()))
+        && !dropin::OWN_PATHS.contains(&path)
+}
+
+/// What the router's `TraceLayer` does with an answer: a 5xx is worth a warning.
+fn warn_on_failure(response: &Response, start: Instant) {
+    if response.status().is_server_error() {
+        tracing::warn!(
+            status = response.status().as_u16(),
+            latency_ms = start.elapsed().as_millis() as u64,
+            "response failed"
+        );
+    }
+}
+
 impl Service<Request> for Front {
     type Response = Response;
     type Error = Infallible;
@@ -59,6 +87,23 @@ impl Service<Request> for Front {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
+        if proxied(&req, self.state.proxy().prefixes()) {
+            let state = self.state.clone();
+            let span = telemetry::request_span(req.method(), req.uri().path());
+            return Either::Left(Box::pin(
+                async move {
+                    let start = Instant::now();
+                    let method = req.method().clone();
+                    let response = dropin::proxy(State(state.clone()), req).await;
+                    let route =
+                        response.extensions().get::<RouteLabel>().map_or("unmatched", |l| l.0.as_str());
+                    state.http_metrics().record(&method, route, response.status(), start.elapsed());
+                    warn_on_failure(&response, start);
+                    Ok(response)
+                }
+                .instrument(span),
+            ));
+        }
         let Some((appid, kind)) = credential_read(&req) else {
             return Either::Right(self.router.call(req));
         };
@@ -79,6 +124,7 @@ impl Service<Request> for Front {
                     response.status(),
                     start.elapsed(),
                 );
+                warn_on_failure(&response, start);
                 Ok(response)
             }
             .instrument(span),
@@ -89,6 +135,35 @@ impl Service<Request> for Front {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_origin_form_proxy_paths_bypass_the_router() {
+        let prefixes = ["/cgi-bin/".to_owned(), "/wxa/".to_owned(), "/sns/".to_owned()];
+        let proxied_req = |method: Method, uri: &str| {
+            let req = Request::builder().method(method).uri(uri).body(axum::body::Body::empty()).unwrap();
+            proxied(&req, &prefixes)
+        };
+        assert!(proxied_req(Method::GET, "/cgi-bin/user/info?access_token=x&openid=o"));
+        assert!(proxied_req(Method::POST, "/wxa/getwxacodeunlimit?access_token=x"));
+        assert!(proxied_req(Method::GET, "/sns/userinfo?access_token=x"));
+        for (method, uri) in [
+            (Method::GET, "/cgi-bin/token?grant_type=client_credential"),
+            (Method::POST, "/cgi-bin/stable_token"),
+            (Method::GET, "/cgi-bin/ticket/getticket"),
+            (Method::POST, "/cgi-bin/component/api_component_token"),
+            (Method::POST, "/cgi-bin/component/api_authorizer_token"),
+            (Method::GET, "/sns/jscode2session"),
+            (Method::GET, "/sns/oauth2/access_token"),
+            (Method::GET, "/sns/oauth2/refresh_token"),
+            (Method::GET, "/cgi-bin/"),
+            (Method::GET, "/datacube/getweanalysisappiddailysummarytrend"),
+            (Method::GET, "http://evil.example/cgi-bin/user/info"),
+            (Method::CONNECT, "api.weixin.qq.com:443"),
+            (Method::GET, "/v1/apps/wx1/access_token"),
+        ] {
+            assert!(!proxied_req(method.clone(), uri), "{method} {uri}");
+        }
+    }
 
     fn read(method: Method, path: &str) -> Option<(String, String)> {
         let req = Request::builder().method(method).uri(path).body(axum::body::Body::empty()).unwrap();

@@ -40,7 +40,6 @@ use axum::{Router, ServiceExt};
 use std::future::Future;
 use std::time::Duration;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
-use wechat_proto::api as wx;
 use wxcentral_core::Engine;
 use wxcentral_core::upstream::Upstream;
 
@@ -114,15 +113,20 @@ pub const BATCH_BODY_LIMIT: usize = 4 << 20;
 /// [`serve`] puts the credential fast path of [`front::Front`] in front of it.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit();
-    let mut wechat = Router::new()
-        .route(wx::PATH_TOKEN, any(dropin::token))
-        .route(wx::PATH_STABLE_TOKEN, any(dropin::stable_token))
-        .route(wx::PATH_GETTICKET, any(dropin::getticket))
-        .route(wx::PATH_COMPONENT_TOKEN, any(dropin::component_token))
-        .route(wx::PATH_AUTHORIZER_TOKEN, any(dropin::authorizer_token))
-        .route(wx::PATH_JSCODE2SESSION, any(dropin::with_secret))
-        .route(wx::PATH_OAUTH2_ACCESS_TOKEN, any(dropin::with_secret))
-        .route(wx::PATH_OAUTH2_REFRESH_TOKEN, any(dropin::known_app));
+    // One handler for each of `dropin::OWN_PATHS`, in its order: the front service reads that
+    // list to know which paths are not the proxy's.
+    let own = [
+        any(dropin::token),
+        any(dropin::stable_token),
+        any(dropin::getticket),
+        any(dropin::component_token),
+        any(dropin::authorizer_token),
+        any(dropin::with_secret),
+        any(dropin::with_secret),
+        any(dropin::known_app),
+    ];
+    let mut wechat =
+        dropin::OWN_PATHS.into_iter().zip(own).fold(Router::new(), |r, (path, h)| r.route(path, h));
     for prefix in state.proxy().prefixes() {
         wechat = wechat.route(&format!("{prefix}{{*path}}"), any(dropin::proxy));
     }

@@ -79,3 +79,54 @@ async fn fast_path_and_router_answer_alike() {
     secrets.push(token);
     assert_not_logged(secrets);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxied_calls_are_answered_in_front_of_the_router_and_counted_by_template() {
+    let apps = [TestApp::new("wxfrontproxy000001").classic()];
+    let sim = start_sim(&apps).await;
+    let config = config(&sim, &apps);
+    let server = Server::start(&config).await;
+    let c = http();
+    let (_, body) =
+        answer(&c, &server.url("/v1/apps/wxfrontproxy000001/access_token"), Some(ADMIN_KEY)).await;
+    let token = body["value"].as_str().unwrap().to_owned();
+    let counted =
+        || metric(&server, "wxcentral_http_requests_total", &[("route", "/cgi-bin/user"), ("status", "200")]);
+    let before = counted().await.unwrap_or(0.0);
+    for i in 0..3 {
+        let url = server.url(&format!("/cgi-bin/user/info?access_token={token}&openid=o{i}"));
+        let v: Value = c.get(url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(v["openid"], format!("o{i}"), "{v}");
+    }
+    // An unknown token: WeChat's 40001 from the hub, no upstream call, still counted.
+    let v: Value = c
+        .get(server.url("/cgi-bin/user/info?access_token=never-issued"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["errcode"], 40001, "{v}");
+    assert_eq!(sim.calls("wxfrontproxy000001", "/cgi-bin/user/info"), 3);
+    assert_eq!(counted().await.unwrap_or(0.0) - before, 4.0, "counted under the path's template");
+    // The hub's own WeChat paths still take the router.
+    let r = c
+        .get(server.url("/cgi-bin/token?grant_type=client_credential&appid=wxfrontproxy000001&secret=x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["errcode"], 40125);
+
+    let routed = |path: &str| {
+        logs()
+            .lines()
+            .any(|l| l.contains("finished processing request") && l.contains(&format!("path={path}")))
+    };
+    assert!(routed("/cgi-bin/token"), "the drop-in token endpoint is the router's");
+    assert!(!routed("/cgi-bin/user/info"), "proxied calls never reach the router");
+    server.stop().await;
+    let mut secrets = config_secrets(&config);
+    secrets.push(token);
+    assert_not_logged(secrets);
+}
