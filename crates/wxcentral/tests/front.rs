@@ -23,6 +23,11 @@ async fn answer(c: &reqwest::Client, url: &str, key: Option<&str>) -> (u16, Valu
     (status, body)
 }
 
+/// Whether the router's trace layer logged a request for `path`.
+fn routed(path: &str) -> bool {
+    logs().lines().any(|l| l.contains("finished processing request") && l.contains(&format!("path={path}")))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_path_and_router_answer_alike() {
     let apps = [TestApp::new("wxfront00000000001"), TestApp::new("wxfront00000000002")];
@@ -50,11 +55,11 @@ async fn fast_path_and_router_answer_alike() {
         ("wxfront00000000001/jsapi_ticket", "%77xfront00000000001/jsapi_ticket", Some(ADMIN_KEY), 404),
     ];
     let mut token = String::new();
-    for (fast, routed, key, status) in cases {
+    for (fast, encoded, key, status) in cases {
         let a = answer(&c, &server.url(&format!("/v1/apps/{fast}")), key).await;
-        let b = answer(&c, &server.url(&format!("/v1/apps/{routed}")), key).await;
+        let b = answer(&c, &server.url(&format!("/v1/apps/{encoded}")), key).await;
         assert_eq!(a.0, status, "{fast}: {}", a.1);
-        assert_eq!(a, b, "{fast} and {routed} answer alike");
+        assert_eq!(a, b, "{fast} and {encoded} answer alike");
         if status == 200 {
             token = a.1["value"].as_str().unwrap().to_owned();
             sim_accepts(&sim, &token).await.unwrap();
@@ -66,11 +71,6 @@ async fn fast_path_and_router_answer_alike() {
 
     // The router's trace layer logs every request it handles; the fast path answered the plain
     // spellings itself, so only the percent-encoded ones appear there.
-    let routed = |path: &str| {
-        logs()
-            .lines()
-            .any(|l| l.contains("finished processing request") && l.contains(&format!("path={path}")))
-    };
     assert!(routed("/v1/apps/%77xfront00000000001/access_token"), "the router logs what it handles");
     assert!(!routed("/v1/apps/wxfront00000000001/access_token"), "plain reads never reach the router");
 
@@ -99,30 +99,14 @@ async fn proxied_calls_are_answered_in_front_of_the_router_and_counted_by_templa
         assert_eq!(v["openid"], format!("o{i}"), "{v}");
     }
     // An unknown token: WeChat's 40001 from the hub, no upstream call, still counted.
-    let v: Value = c
-        .get(server.url("/cgi-bin/user/info?access_token=never-issued"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, v) = get_json(&c, &server.url("/cgi-bin/user/info?access_token=never-issued"), ADMIN_KEY).await;
     assert_eq!(v["errcode"], 40001, "{v}");
     assert_eq!(sim.calls("wxfrontproxy000001", "/cgi-bin/user/info"), 3);
     assert_eq!(counted().await.unwrap_or(0.0) - before, 4.0, "counted under the path's template");
     // The hub's own WeChat paths still take the router.
-    let r = c
-        .get(server.url("/cgi-bin/token?grant_type=client_credential&appid=wxfrontproxy000001&secret=x"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap()["errcode"], 40125);
+    let url = server.url("/cgi-bin/token?grant_type=client_credential&appid=wxfrontproxy000001&secret=x");
+    assert_eq!(get_json(&c, &url, ADMIN_KEY).await.1["errcode"], 40125);
 
-    let routed = |path: &str| {
-        logs()
-            .lines()
-            .any(|l| l.contains("finished processing request") && l.contains(&format!("path={path}")))
-    };
     assert!(routed("/cgi-bin/token"), "the drop-in token endpoint is the router's");
     assert!(!routed("/cgi-bin/user/info"), "proxied calls never reach the router");
     server.stop().await;
