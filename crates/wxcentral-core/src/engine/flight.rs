@@ -119,7 +119,7 @@ impl Inner {
         }
         lock(&slot.state).attempted = true;
         let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
-        let task = tokio::spawn(Arc::clone(self).run_flight(Arc::clone(slot), reason, seen, id));
+        let task = self.runtime.spawn(Arc::clone(self).run_flight(Arc::clone(slot), reason, seen, id));
         let (inner, owner) = (Arc::clone(self), Arc::clone(slot));
         let flight: Flight = async move {
             match task.await {
@@ -446,7 +446,7 @@ impl Inner {
     fn write_later(&self, key: &CredentialKey, new: &NewCredential, lease: &Lease, refresh_token: &Secret) {
         let (store, cancel) = (Arc::clone(&self.store), self.cancel.clone());
         let (key, new, lease, rt) = (key.clone(), new.clone(), lease.clone(), refresh_token.clone());
-        self.tasks.spawn(async move {
+        self.spawn(async move {
             let mut pause = Duration::from_millis(500);
             // WeChat keeps the previous refresh token working for a while after a rotation;
             // past that, the authorizer list is what recovers it.

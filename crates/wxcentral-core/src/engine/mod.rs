@@ -175,6 +175,10 @@ struct Inner {
     cancel: CancellationToken,
     /// Every loop and refresh task, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// The runtime the engine was started on. Its tasks run there whoever asks for them (a
+    /// request served on one of the server's connection workers, say), so they live as long
+    /// as the engine and never as long as a caller's runtime.
+    runtime: tokio::runtime::Handle,
     next_flight: AtomicU64,
     limiter: Limiter,
     /// Token value (digest) to slot, for the drop-in proxy.
@@ -245,6 +249,7 @@ impl Engine {
             apps_lock: tokio::sync::Mutex::new(()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            runtime: tokio::runtime::Handle::current(),
             next_flight: AtomicU64::new(1),
             index: index::TokenIndex::default(),
         });
@@ -270,7 +275,7 @@ impl Engine {
                 entry.record_quota(ep, &today, calls);
             }
         }
-        inner.tasks.spawn(Arc::clone(&inner).follow_changes(changes));
+        inner.spawn(Arc::clone(&inner).follow_changes(changes));
         Ok(Arc::new(Self { inner }))
     }
 
@@ -477,5 +482,14 @@ impl Engine {
 impl Inner {
     fn slot(&self, appid: &str, kind: CredentialKind) -> Result<Arc<Slot>> {
         self.registry.slot(appid, kind)
+    }
+
+    /// A tracked task on the engine's runtime (see `runtime`).
+    fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn_on(task, &self.runtime)
     }
 }

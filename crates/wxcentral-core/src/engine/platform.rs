@@ -206,7 +206,7 @@ impl Engine {
         store.put_secret(&name, &Secret::new(pending)).await?;
         let inner = Arc::clone(&self.inner);
         let (component, authorizer) = (component.to_owned(), authorizer.to_owned());
-        self.inner.tasks.spawn(async move {
+        self.inner.spawn(async move {
             if let Err(e) = inner.process_pending(&component, &authorizer, &name).await {
                 tracing::warn!(component, authorizer, error = %e, "authorization not exchanged yet; retried later");
             }
@@ -435,7 +435,7 @@ impl Inner {
                 "no verify ticket pushed for over an hour; using the last valid one"
             );
             let (inner, c, s) = (Arc::clone(self), component.to_owned(), secret.clone());
-            self.tasks.spawn(async move { inner.ask_for_ticket(&c, &s).await });
+            self.spawn(async move { inner.ask_for_ticket(&c, &s).await });
         }
         let up = &self.upstream;
         match self

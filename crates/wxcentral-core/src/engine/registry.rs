@@ -228,12 +228,12 @@ impl Inner {
                 tracing::info!(appid = entry.spec.appid, origin = ?entry.origin, "app added");
             }
             for slot in &entry.slots {
-                self.tasks.spawn(Arc::clone(self).run_loop(Arc::clone(slot)));
+                self.spawn(Arc::clone(self).run_loop(Arc::clone(slot)));
             }
             if let (Role::Component { .. }, Some(slot)) = (&entry.spec.role, entry.slots.first()) {
                 let housekeeping =
                     Arc::clone(self).run_component(entry.spec.appid.clone(), slot.cancel.clone());
-                self.tasks.spawn(housekeeping);
+                self.spawn(housekeeping);
             }
         }
         Ok(())

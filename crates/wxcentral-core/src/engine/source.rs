@@ -96,7 +96,7 @@ impl Inner {
         let entry = self.registry.get(appid);
         let book = {
             let (store, entry, appid) = (Arc::clone(&self.store), entry.clone(), appid.to_owned());
-            self.tasks.spawn(async move {
+            self.spawn(async move {
                 match store.incr_quota(&appid, endpoint, &day).await {
                     Ok(n) => {
                         if let Some(e) = &entry {
