@@ -59,7 +59,7 @@ fn peer(req: &Request) -> Option<std::net::IpAddr> {
 }
 
 fn query(req: &Request, name: &str) -> Option<String> {
-    target::param(req.uri().query(), name).filter(|v| !v.is_empty())
+    target::param(req.uri().query(), name).filter(|v| !v.is_empty()).map(std::borrow::Cow::into_owned)
 }
 
 /// The app `appid` if `presented` is its AppSecret or a key of a client that may use it.
@@ -304,7 +304,6 @@ pub async fn proxy(State(state): State<AppState>, req: Request) -> Response {
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
-    let label = RouteLabel(target.label.clone());
     let inject = if USER_TOKEN_PATHS.contains(&target.path.as_str()) {
         Ok(Inject::Nothing)
     } else {
@@ -322,11 +321,13 @@ pub async fn proxy(State(state): State<AppState>, req: Request) -> Response {
         })
     };
     let result = match inject {
-        Ok(inject) => forward_to(&state, parts.method, parts.headers, body, &target, inject).await,
+        Ok(inject) => {
+            state.proxy().forward(state.engine(), parts.method, parts.headers, body, &target, inject).await
+        }
         Err(e) => Err(e),
     };
     let mut response = answer(result);
-    response.extensions_mut().insert(label);
+    response.extensions_mut().insert(RouteLabel(target.label));
     response
 }
 

@@ -18,7 +18,7 @@ pub struct RouteLabel(pub String);
 /// the hot path, so each series is looked up once and its handles kept.
 #[derive(Default)]
 pub struct HttpMetrics {
-    series: RwLock<HashMap<Box<str>, Vec<Series>>>,
+    series: RwLock<HashMap<Box<str>, Vec<Series>, foldhash::fast::RandomState>>,
 }
 
 struct Series {

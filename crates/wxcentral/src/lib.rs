@@ -28,15 +28,17 @@ pub mod repeats;
 pub mod sandbox;
 pub mod state;
 pub mod telemetry;
+pub mod workers;
 pub mod wx_error;
 
 use crate::auth::Clients;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::AppState;
+use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
-use axum::{Router, ServiceExt};
+use hyper::body::Incoming;
 use std::future::Future;
 use std::time::Duration;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
@@ -179,6 +181,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves until `shutdown` resolves, then drains connections and stops the engine's loops.
+///
+/// `listener` is accepted on here; every connection is served on one of the connection
+/// [`workers`] (one single-threaded runtime per core), which stop last.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -187,10 +192,69 @@ pub async fn serve(
     let engine = state.engine().clone();
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let front = front::Front::new(router(state.clone()), state);
-    axum::serve(listener, front.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let workers = workers::Workers::start(workers::default_count())?;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Taken off this runtime's reactor, to be registered with the worker's.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepted connection dropped");
+                continue;
+            }
+        };
+        // Created here, before the shutdown below can be signalled, so no connection is missed.
+        let watcher = graceful.watcher();
+        let front = front.clone();
+        workers.spawn(async move {
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => return tracing::warn!(error = %e, "accepted connection dropped"),
+            };
+            // Answers are written whole; Nagle would only hold the last segment back.
+            let _ = stream.set_nodelay(true);
+            let service = tower::ServiceExt::map_request(front, move |req: axum::http::Request<Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                req
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(service),
+            );
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
     engine.shutdown().await;
+    workers.stop().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What to do when `accept` fails: a connection reset before it was accepted is nothing; any
+/// other error (no file descriptors left, say) is logged and accepting pauses for a second,
+/// as hyper and axum do.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed; retrying in a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }

@@ -15,9 +15,10 @@
 pub mod target;
 
 use crate::config::Config;
+use crate::workers;
 use crate::wx_error::WxError;
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt, TryStreamExt};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -55,17 +56,21 @@ pub enum Inject {
 type OutBody = UnsyncBoxBody<Bytes, BoxError>;
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, OutBody>;
 
-/// The forwarder: one pooled HTTP client with its own timeout, and the limits. The client is
+/// The forwarder: pooled HTTP clients with their own timeout, and the limits. The client is
 /// hyper's own (with rustls for https): a proxied call is mostly HTTP, and a higher-level
 /// client's per-request URL parsing and bookkeeping cost more than the rest of the hub's work.
+/// Each connection worker has a client of its own (and everything else shares the first), so
+/// an upstream connection is driven on the worker whose callers use it (see `workers`).
 pub struct Proxy {
-    http: HttpClient,
+    http: Vec<HttpClient>,
     timeout: Duration,
     base: String,
     /// `base` taken apart once, so a call only parses its own path and query.
     scheme: axum::http::uri::Scheme,
     authority: axum::http::uri::Authority,
     base_path: String,
+    /// The upstream's `Host` header, made once (the client would format it on every call).
+    host: HeaderValue,
     prefixes: Vec<String>,
     max_request: u64,
     max_response: u64,
@@ -110,10 +115,14 @@ impl Proxy {
             .enable_http1()
             .wrap_connector(connector);
         // Redirects are never followed (hyper's client does not): they go back to the caller.
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(https);
+        let http = (0..=workers::default_count())
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(256)
+                    .build(https.clone())
+            })
+            .collect();
         let base = config.upstream.base_url.trim_end_matches('/').to_owned();
         let uri = base.parse::<Uri>().map_err(|e| ProxyInitError(format!("upstream.base_url: {e}")))?;
         let parts = uri.into_parts();
@@ -122,6 +131,13 @@ impl Proxy {
         };
         let base_path =
             parts.path_and_query.as_ref().map_or("", |p| p.path()).trim_end_matches('/').to_owned();
+        let default_port = if scheme == axum::http::uri::Scheme::HTTPS { 443 } else { 80 };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        let host = HeaderValue::from_str(&host)
+            .map_err(|_| ProxyInitError("upstream.base_url: the host is not a header value".into()))?;
         Ok(Self {
             http,
             timeout: Duration::from_millis(config.upstream.proxy_timeout_ms),
@@ -129,6 +145,7 @@ impl Proxy {
             scheme,
             authority,
             base_path,
+            host,
             prefixes: config.proxy.prefixes.clone(),
             max_request: config.proxy.max_request_bytes,
             max_response: config.proxy.max_response_bytes,
@@ -138,6 +155,12 @@ impl Proxy {
 
     pub fn prefixes(&self) -> &[String] {
         &self.prefixes
+    }
+
+    /// The calling worker's client; the first one off the workers.
+    fn client(&self) -> &HttpClient {
+        // `http` holds one client per worker and one more, so the divisor is never zero.
+        &self.http[workers::index().map_or(0, |i| 1 + i % (self.http.len() - 1))]
     }
 
     /// Forwards one call to `target` with `inject` applied; see the module doc.
@@ -249,7 +272,8 @@ impl Proxy {
         *req.method_mut() = method.clone();
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        match tokio::time::timeout(self.timeout, self.http.request(req)).await {
+        req.headers_mut().insert(header::HOST, self.host.clone());
+        match tokio::time::timeout(self.timeout, self.client().request(req)).await {
             Err(_) => Err(WxError::UpstreamTimeout),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(_)) if tripped.is_some_and(|t| t.load(Ordering::Acquire)) => {
@@ -274,12 +298,12 @@ impl Proxy {
         }
         let (parts, mut body) = resp.into_parts();
         let headers = end_to_end(parts.headers);
-        let mut head = BytesMut::new();
+        let mut head = Head::default();
         let read = async {
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| WxError::UpstreamUnreachable(error_chain(&e)))?;
                 if let Ok(data) = frame.into_data() {
-                    head.extend_from_slice(&data);
+                    head.push(data);
                     if head.len() > INSPECT_MAX {
                         return Ok(false);
                     }
@@ -289,17 +313,18 @@ impl Proxy {
         };
         let complete =
             tokio::time::timeout(self.timeout, read).await.map_err(|_| WxError::UpstreamTimeout)??;
+        let head = head.into_bytes();
         if !complete {
             // Longer than any error: the rest streams on behind what was read.
             let rest = TryStreamExt::map_err(BodyDataStream::new(body), BoxError::from);
-            let all = futures::stream::once(async move { Ok::<Bytes, BoxError>(head.freeze()) }).chain(rest);
+            let all = futures::stream::once(async move { Ok::<Bytes, BoxError>(head) }).chain(rest);
             return Ok((
                 self.respond(parts.status, headers, Body::from_stream(self.limit_response(all))),
                 None,
             ));
         }
         let errcode = serde_json::from_slice::<Probe>(&head).ok().and_then(|p| p.errcode);
-        Ok((self.respond(parts.status, headers, Body::from(head.freeze())), errcode))
+        Ok((self.respond(parts.status, headers, Body::from(head)), errcode))
     }
 
     /// The upstream's answer as the caller gets it: status and end-to-end headers, the body
@@ -326,6 +351,50 @@ impl Proxy {
         *r.status_mut() = status;
         *r.headers_mut() = headers;
         r
+    }
+}
+
+/// The start of a response body as read: a body that came in one frame (most answers do) is
+/// kept as that frame, not copied.
+#[derive(Default)]
+enum Head {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Head {
+    fn push(&mut self, data: Bytes) {
+        *self = match std::mem::take(self) {
+            Head::Empty => Head::One(data),
+            Head::One(first) => {
+                let mut all = BytesMut::with_capacity(first.len() + data.len());
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&data);
+                Head::Many(all)
+            }
+            Head::Many(mut all) => {
+                all.extend_from_slice(&data);
+                Head::Many(all)
+            }
+        };
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Head::Empty => 0,
+            Head::One(b) => b.len(),
+            Head::Many(b) => b.len(),
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Head::Empty => Bytes::new(),
+            Head::One(b) => b,
+            Head::Many(b) => b.freeze(),
+        }
     }
 }
 
@@ -384,6 +453,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Hop-by-hop headers and those the `Connection` header names, dropped (in place: the maps
 /// are the request's and the response's own, so nothing is copied).
 fn end_to_end(mut headers: HeaderMap) -> HeaderMap {
+    // Most messages carry none of them: one look at the names, no hashing per header.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k) || k == header::UPGRADE) {
+        return headers;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -402,12 +475,13 @@ fn end_to_end(mut headers: HeaderMap) -> HeaderMap {
 /// `Accept-Encoding` (token errors must be readable). `Content-Length` is kept only for a
 /// streamed body; a whole one gets its own.
 fn request_headers(headers: HeaderMap, streaming: bool) -> HeaderMap {
+    const PRIVATE: [HeaderName; 4] =
+        [header::HOST, header::AUTHORIZATION, header::ACCEPT_ENCODING, header::CONTENT_LENGTH];
+    let private = if streaming { &PRIVATE[..3] } else { &PRIVATE[..] };
     let mut out = end_to_end(headers);
-    out.remove(header::HOST);
-    out.remove(header::AUTHORIZATION);
-    out.remove(header::ACCEPT_ENCODING);
-    if !streaming {
-        out.remove(header::CONTENT_LENGTH);
+    // A scan of the few names a call has is cheaper than hashing each name removed.
+    while let Some(name) = out.keys().find(|k| private.contains(k)).cloned() {
+        out.remove(name);
     }
     out
 }

@@ -7,6 +7,7 @@
 
 use crate::wx_error::WxError;
 use axum::http::{Method, Uri};
+use std::borrow::Cow;
 
 /// A request path and query the proxy may forward, checked.
 #[derive(Debug, Clone)]
@@ -30,12 +31,8 @@ pub fn check(method: &Method, uri: &Uri, path: &str, prefixes: &[String]) -> Res
     if path.bytes().any(|b| b.is_ascii_control() || b == b'\\' || b == b' ') {
         return Err(WxError::Refused("the path holds characters WeChat's paths never do"));
     }
-    for segment in path.split('/') {
-        let lower = segment.to_ascii_lowercase();
-        let decoded = lower.replace("%2e", ".");
-        if decoded == "." || decoded == ".." || lower.contains("%2f") || lower.contains("%5c") {
-            return Err(WxError::Refused("dot segments and encoded slashes are not forwarded"));
-        }
+    if path.split('/').any(|segment| is_dot_segment(segment) || has_encoded_slash(segment)) {
+        return Err(WxError::Refused("dot segments and encoded slashes are not forwarded"));
     }
     if let Some(q) = uri.query()
         && q.bytes().any(|b| b.is_ascii_control() || b == b' ')
@@ -47,6 +44,30 @@ pub fn check(method: &Method, uri: &Uri, path: &str, prefixes: &[String]) -> Res
         query: uri.query().map(str::to_owned),
         label: route_label(prefix, path),
     })
+}
+
+/// `.` or `..`, each dot plain or encoded (`%2e`, any case). Checked without allocating: it
+/// runs on every proxied call.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    dots == 1 || dots == 2
+}
+
+/// Whether `segment` holds `%2f` or `%5c` (an encoded `/` or `\`), any case.
+fn has_encoded_slash(segment: &str) -> bool {
+    segment
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && matches!((w[1], w[2].to_ascii_lowercase()), (b'2', b'f') | (b'5', b'c')))
 }
 
 /// Second segments common enough to get a series of their own; everything else under a prefix
@@ -116,9 +137,9 @@ pub fn set_param(query: Option<&str>, name: &str, value: &str) -> String {
         if !out.is_empty() {
             out.push('&');
         }
-        out.extend(url::form_urlencoded::byte_serialize(name.as_bytes()));
+        push_encoded(out, name);
         out.push('=');
-        out.extend(url::form_urlencoded::byte_serialize(value.as_bytes()));
+        push_encoded(out, value);
     };
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let key = pair.split('=').next().unwrap_or("");
@@ -140,16 +161,34 @@ pub fn set_param(query: Option<&str>, name: &str, value: &str) -> String {
     out
 }
 
+/// `s` form-urlencoded onto `out`; tokens and secrets need no escaping, so they are copied.
+fn push_encoded(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"*-._".contains(&b)) {
+        out.push_str(s);
+    } else {
+        out.extend(url::form_urlencoded::byte_serialize(s.as_bytes()));
+    }
+}
+
 /// Whether the raw (possibly encoded) `key` decodes to `name`.
 fn key_is(key: &str, name: &str) -> bool {
     if key.contains(['%', '+']) { decoded(key) == name } else { key == name }
 }
 
-/// The first value of `name` in `query`, decoded.
-pub fn param(query: Option<&str>, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+/// The first value of `name` in `query`, decoded. A query without escapes decodes to itself,
+/// so its value is borrowed (the proxy reads the token of every call this way).
+pub fn param<'q>(query: Option<&'q str>, name: &str) -> Option<Cow<'q, str>> {
+    let q = query.unwrap_or("");
+    if q.contains(['%', '+']) {
+        return url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| Cow::Owned(v.into_owned()));
+    }
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| Cow::Borrowed(v))
 }
 
 fn decoded(s: &str) -> String {
@@ -214,7 +253,33 @@ mod tests {
         assert_eq!(set_param(Some("&&b=2&"), "access_token", "N"), "b=2&access_token=N");
     }
 
+    /// The segment rules as first written (lowercase, decode dots, compare): the model the
+    /// allocation-free checks must agree with.
+    fn refused_by_model(segment: &str) -> bool {
+        let lower = segment.to_ascii_lowercase();
+        let decoded = lower.replace("%2e", ".");
+        decoded == "." || decoded == ".." || lower.contains("%2f") || lower.contains("%5c")
+    }
+
     proptest! {
+        #[test]
+        fn param_agrees_with_a_full_decode(q in "([a-c=&%+]|%2[0-9bB]|%[eE]4){0,16}", name in "[a-c]{1,2}") {
+            let model = url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| *k == name).map(|(_, v)| v.into_owned());
+            prop_assert_eq!(param(Some(&q), &name).map(Cow::into_owned), model);
+        }
+
+        #[test]
+        fn set_param_encodes_as_form_urlencoded(value in "[ -~]{0,12}") {
+            let set = set_param(Some("a=1"), "access_token", &value);
+            let want: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+            prop_assert_eq!(set, format!("a=1&access_token={want}"));
+        }
+
+        #[test]
+        fn segment_checks_agree_with_the_model(segment in "([.%2eEfFcC5/a]|%2[eEfF]|%5[cC]){0,8}") {
+            prop_assert_eq!(is_dot_segment(&segment) || has_encoded_slash(&segment), refused_by_model(&segment));
+        }
+
         #[test]
         fn checking_any_path_never_panics(path in "/[ -~]{0,60}") {
             if let Ok(uri) = path.parse::<Uri>() {
