@@ -1,5 +1,7 @@
 use crate::common::*;
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 use wechat_proto::api::{PATH_STABLE_TOKEN, PATH_TOKEN};
 use wechat_sim::FaultKind;
 use wxcentral_core::{CredentialKind, Error, TokenApi};
@@ -115,5 +117,39 @@ async fn unknown_apps_and_kinds_are_errors_without_calls() {
     ));
     assert!(matches!(engine.report_invalid("wxnope", AT, "x").await, Err(Error::UnknownApp(_))));
     assert!(matches!(engine.force_refresh("wxnope", AT).await, Err(Error::UnknownApp(_))));
+    engine.shutdown().await;
+}
+
+/// What the engine starts for a caller (an app's refresh loop, a refresh) runs on the runtime the
+/// engine was started on: a caller on a runtime of its own (the server's connection workers are
+/// such runtimes) may go away in the middle without taking the work along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_asked_for_from_a_runtime_that_goes_away_still_completes() {
+    let sim = sim(vec![sim_app("wxa", 7200), sim_app("wxlate", 7200)]).await;
+    // Slow enough that no fetch could finish on the caller's runtime before it is gone.
+    let mut slow = fault(PATH_TOKEN, Some("wxlate"), FaultKind::Delay);
+    slow.delay_ms = Some(400);
+    add_fault(&sim, slow);
+    let engine = engine(&sim, vec![app("wxa", TokenApi::Classic, &[])]).await;
+    let caller = Arc::clone(&engine);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            caller.put_app(app("wxlate", TokenApi::Classic, &[])).await.unwrap();
+            // A read that starts the fetch (or joins the loop's) and is given up on.
+            let read = caller.get("wxlate", AT);
+            assert!(tokio::time::timeout(Duration::from_millis(100), read).await.is_err());
+        });
+        // The caller's runtime is dropped here, with whatever it was running.
+    })
+    .join()
+    .unwrap();
+    // Nobody asks again: the value still arrives, from the fetch already under way.
+    let mut changes = engine.subscribe("wxlate", AT).unwrap();
+    let arrived = tokio::time::timeout(Duration::from_secs(5), changes.wait_for(|v| *v > 0)).await;
+    assert!(matches!(arrived, Ok(Ok(_))), "no value arrived after the caller's runtime went away");
+    let value = engine.get("wxlate", AT).await.unwrap();
+    assert_eq!(token_accepted(&sim, value.value.expose()).await, Ok(()));
+    assert_eq!(sim.calls("wxlate", PATH_TOKEN), 1, "one fetch, not one per caller");
     engine.shutdown().await;
 }
