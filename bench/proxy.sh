@@ -8,6 +8,7 @@
 #
 #   bash bench/proxy.sh                         # 7 rounds of 5 s per target, 64 connections
 #   ROUNDS=3 DURATION=3s bash bench/proxy.sh
+#   BARE_RUNTIME=per-core bash bench/proxy.sh   # the bare proxy on the hub's per-core workers
 #
 # Needs wrk, nginx, curl and python3 (apt-get install -y wrk nginx curl). Everything listens on 127.0.0.1.
 set -euo pipefail
@@ -17,6 +18,8 @@ DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-7}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
+# The bare proxy's runtime: tokio's multi-threaded one, or `per-core` (the hub's connection workers).
+BARE_RUNTIME=${BARE_RUNTIME:-multi-thread}
 SIM_ADDR=127.0.0.1:18111
 HUB_ADDR=127.0.0.1:18112
 NGINX_ADDR=127.0.0.1:18113
@@ -72,7 +75,7 @@ $T/wxcentral serve --config "$work/wxcentral.toml" 2>"$work/hub.log" & hub=$!; p
 wait_http "http://$HUB_ADDR/readyz"
 "$NGINX" -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' & pids+=($!)
 wait_http "http://$NGINX_ADDR/"
-$T/examples/bare_proxy "$BARE_ADDR" "http://$SIM_ADDR" 2>/dev/null & pids+=($!)
+$T/examples/bare_proxy "$BARE_ADDR" "http://$SIM_ADDR" "$BARE_RUNTIME" 2>/dev/null & pids+=($!)
 wait_http "http://$BARE_ADDR/"
 
 token=$(curl -sf --retry 10 --retry-delay 1 "http://$HUB_ADDR/cgi-bin/token?grant_type=client_credential&appid=$appid&secret=$key" | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
@@ -126,7 +129,7 @@ done
 median() { printf '%s\n' "${rounds[@]}" | awk -v c="$1" '{print $c}' | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 echo
 echo "median throughput ratio hub / nginx proxy_pass: **$(median 1)** over $ROUNDS alternating rounds (wrk -t$THREADS -c$CONNS -d$DURATION each, $(nproc) cores shared by wrk, the proxy and the simulator)"
-echo "for scale, a bare hyper proxy (examples/bare_proxy.rs: no checks, no token, no metrics) / nginx: **$(median 11)**"
+echo "for scale, a bare hyper proxy (examples/bare_proxy.rs, $BARE_RUNTIME runtime: no checks, no token, no metrics) / nginx: **$(median 11)**"
 echo "latency added to a direct call (medians of the rounds' p50 / p99, ms): hub +$(awk -v a="$(median 3)" -v b="$(median 9)" 'BEGIN {printf "%.3f", a - b}') / +$(awk -v a="$(median 4)" -v b="$(median 10)" 'BEGIN {printf "%.3f", a - b}'), nginx +$(awk -v a="$(median 6)" -v b="$(median 9)" 'BEGIN {printf "%.3f", a - b}') / +$(awk -v a="$(median 7)" -v b="$(median 10)" 'BEGIN {printf "%.3f", a - b}')"
 echo "50 MiB uploaded and 50 MiB downloaded through the hub: RSS $((rss_before / 1024)) MiB before, $((rss_after / 1024)) MiB after, peak $((hwm / 1024)) MiB"
 echo "upstream token calls during the whole run: $token_calls"
