@@ -198,7 +198,8 @@ pub struct UpstreamConfig {
     /// Upstream calls started per second, every credential together.
     #[serde(default = "default_max_per_second")]
     pub max_per_second: u32,
-    /// The budget of one proxied call (uploads and downloads take longer than token calls).
+    /// How long a proxied attempt may wait for WeChat's answer head and, when it is read whole, its
+    /// body (longer than the token calls' budget: uploads are sent before WeChat answers).
     #[serde(default = "default_proxy_timeout_ms")]
     pub proxy_timeout_ms: u64,
 }

@@ -229,6 +229,35 @@ async fn two_hundred_calls_hitting_40001_at_once_cost_one_refresh_and_all_succee
     server.stop().await;
 }
 
+/// `upstream.proxy_timeout_ms` bounds a proxied call on its own: a WeChat endpoint that does not
+/// answer in time gets a 504 in WeChat's shape while the token the hub holds is untouched, and the
+/// next call goes through with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxied_call_that_outlasts_its_budget_gets_504_and_costs_no_token() {
+    let a = TestApp::new("wxslowapi").classic();
+    let sim = start_sim(std::slice::from_ref(&a)).await;
+    let mut config = config(&sim, std::slice::from_ref(&a));
+    config.upstream.proxy_timeout_ms = 300;
+    let server = Server::start(&config).await;
+    let token = native_token(&server, "wxslowapi").await;
+    let url = server.url(&format!("{PATH_USER_INFO}?access_token={token}&openid=o-slow"));
+    sim_fault(&sim, json!({ "endpoint": PATH_USER_INFO, "kind": "delay", "delay_ms": 5000 })).await;
+    let started = std::time::Instant::now();
+    let (s, v) = wx_get(&url).await;
+    let waited = started.elapsed();
+    assert_eq!((s, errcode(&v)), (504, -1), "{v}");
+    assert!(
+        waited < Duration::from_millis(4000),
+        "answered at the proxy's budget, not WeChat's pace: {waited:?}"
+    );
+    assert_eq!(sim.calls("wxslowapi", PATH_USER_INFO), 1, "a timeout is not retried");
+    sim_clear_faults(&sim).await;
+    let (s, v) = wx_get(&url).await;
+    assert_eq!((s, v["openid"].as_str()), (200, Some("o-slow")), "{v}");
+    assert_eq!(sim.calls("wxslowapi", PATH_TOKEN), 1, "the timeout cost no token");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_bearing_and_token_free_calls_keep_the_secret_in_the_hub() {
     let a = TestApp::new("wxsns");

@@ -191,11 +191,13 @@ impl Proxy {
         };
         // Only a call that may be sent again keeps a copy of its headers.
         let retry_headers = (injected.is_some() && retry_body.is_some()).then(|| headers.clone());
-        let first =
-            self.send(&method, target, query.as_deref(), headers, first_body, tripped.as_deref()).await?;
+        // One deadline per attempt covers the answer's head and, when it is read whole, its body.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let uri = self.upstream_uri(target, query.as_deref())?;
+        let first = self.send(&method, uri, headers, first_body, tripped.as_deref(), deadline).await?;
         let Some(cred) = injected else { return self.answer(first).await };
         let Inject::Token { appid, kind, param } = &inject else { return self.answer(first).await };
-        let (first, errcode) = self.inspect(first).await?;
+        let (first, errcode) = self.inspect(first, deadline).await?;
         if !errcode.is_some_and(|c| ErrCode(c).class() == ErrClass::TokenInvalid) {
             return Ok(first);
         }
@@ -214,7 +216,9 @@ impl Proxy {
         };
         tracing::info!(appid, %kind, errcode, "token error from WeChat: refreshed, retrying once");
         let query = target::set_param(target.query.as_deref(), param, fresh.value.expose());
-        let second = self.send(&method, target, Some(&query), headers, whole(body), None).await?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let uri = self.upstream_uri(target, Some(&query))?;
+        let second = self.send(&method, uri, headers, whole(body), None, deadline).await?;
         self.answer(second).await
     }
 
@@ -245,15 +249,8 @@ impl Proxy {
         Ok(Prepared::Streaming(StreamBody::new(counted.map_ok(Frame::data)).boxed_unsync(), tripped))
     }
 
-    async fn send(
-        &self,
-        method: &Method,
-        target: &Target,
-        query: Option<&str>,
-        headers: HeaderMap,
-        body: OutBody,
-        tripped: Option<&AtomicBool>,
-    ) -> Result<Response<Incoming>, WxError> {
+    /// Where `target` with `query` is on the upstream.
+    fn upstream_uri(&self, target: &Target, query: Option<&str>) -> Result<Uri, WxError> {
         let mut pq =
             String::with_capacity(self.base_path.len() + target.path.len() + query.map_or(0, str::len) + 1);
         pq.push_str(&self.base_path);
@@ -262,18 +259,29 @@ impl Proxy {
             pq.push('?');
             pq.push_str(q);
         }
-        let uri = Uri::builder()
+        Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(pq)
             .build()
-            .map_err(|_| WxError::Refused("the path and query do not form a URL"))?;
+            .map_err(|_| WxError::Refused("the path and query do not form a URL"))
+    }
+
+    async fn send(
+        &self,
+        method: &Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: OutBody,
+        tripped: Option<&AtomicBool>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response<Incoming>, WxError> {
         let mut req = Request::new(body);
         *req.method_mut() = method.clone();
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
         req.headers_mut().insert(header::HOST, self.host.clone());
-        match tokio::time::timeout(self.timeout, self.client().request(req)).await {
+        match tokio::time::timeout_at(deadline, self.client().request(req)).await {
             Err(_) => Err(WxError::UpstreamTimeout),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(_)) if tripped.is_some_and(|t| t.load(Ordering::Acquire)) => {
@@ -285,8 +293,12 @@ impl Proxy {
     }
 
     /// Reads a response whole when it may be a token error, returning it (ready to answer)
-    /// with the errcode it carries.
-    async fn inspect(&self, resp: Response<Incoming>) -> Result<(Response<Body>, Option<i64>), WxError> {
+    /// with the errcode it carries; the reading ends at the attempt's `deadline`.
+    async fn inspect(
+        &self,
+        resp: Response<Incoming>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Response<Body>, Option<i64>), WxError> {
         let inspectable =
             resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| {
                 let t = t.as_bytes();
@@ -312,7 +324,7 @@ impl Proxy {
             Ok::<_, WxError>(true)
         };
         let complete =
-            tokio::time::timeout(self.timeout, read).await.map_err(|_| WxError::UpstreamTimeout)??;
+            tokio::time::timeout_at(deadline, read).await.map_err(|_| WxError::UpstreamTimeout)??;
         let head = head.into_bytes();
         if !complete {
             // Longer than any error: the rest streams on behind what was read.
