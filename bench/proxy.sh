@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The token-injecting proxy against nginx `proxy_pass` (Debian's nginx) to the same simulator
 # endpoint, as a throughput ratio measured in alternating rounds of one run (these machines are
-# noisy; ratios are what carries over), and the latency each adds to calling the simulator
+# noisy; ratios are what carries over; the order within a round flips every round), and the latency each adds to calling the simulator
 # directly; a bare hyper proxy (examples/bare_proxy.rs) runs beside them to show what of the cost is
 # the Rust HTTP stack's. First, 50 MiB uploaded and downloaded through the hub, with its memory before and
 # after (peak included): the bodies stream, so the peak must not grow by anything like 50 MiB.
@@ -106,10 +106,19 @@ errors() { awk '/Non-2xx|Socket errors/ {print}' <<<"$1"; }
 rounds=()
 errs=""
 for r in $(seq 1 "$ROUNDS"); do
-  hub_out=$(run "http://$HUB_ADDR$path")
-  nginx_out=$(run "http://$NGINX_ADDR$path")
-  direct_out=$(run "http://$SIM_ADDR$path")
-  bare_out=$(run "http://$BARE_ADDR$path")
+  # Odd rounds run hub, nginx, direct, bare; even rounds the reverse, so whatever drifts during
+  # a round (other tenants, clocks, the simulator's state) favours no target.
+  if [ $((r % 2)) -eq 1 ]; then
+    hub_out=$(run "http://$HUB_ADDR$path")
+    nginx_out=$(run "http://$NGINX_ADDR$path")
+    direct_out=$(run "http://$SIM_ADDR$path")
+    bare_out=$(run "http://$BARE_ADDR$path")
+  else
+    bare_out=$(run "http://$BARE_ADDR$path")
+    direct_out=$(run "http://$SIM_ADDR$path")
+    nginx_out=$(run "http://$NGINX_ADDR$path")
+    hub_out=$(run "http://$HUB_ADDR$path")
+  fi
   ratio=$(awk -v a="$(rps "$hub_out")" -v b="$(rps "$nginx_out")" 'BEGIN {printf "%.3f", a / b}')
   bratio=$(awk -v a="$(rps "$bare_out")" -v b="$(rps "$nginx_out")" 'BEGIN {printf "%.3f", a / b}')
   rounds+=("$ratio $(rps "$hub_out") $(lat "$hub_out" 50%) $(lat "$hub_out" 99%) $(rps "$nginx_out") $(lat "$nginx_out" 50%) $(lat "$nginx_out" 99%) $(rps "$direct_out") $(lat "$direct_out" 50%) $(lat "$direct_out" 99%) $bratio $(rps "$bare_out")")
@@ -129,6 +138,8 @@ done
 median() { printf '%s\n' "${rounds[@]}" | awk -v c="$1" '{print $c}' | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 echo
 echo "median throughput ratio hub / nginx proxy_pass: **$(median 1)** over $ROUNDS alternating rounds (wrk -t$THREADS -c$CONNS -d$DURATION each, $(nproc) cores shared by wrk, the proxy and the simulator)"
+total() { printf '%s\n' "${rounds[@]}" | awk -v a="$1" -v b="$2" '{x += $a; y += $b} END {printf "%.3f", x / y}'; }
+echo "all rounds together (total hub requests / total nginx requests): $(total 2 5)"
 echo "for scale, a bare hyper proxy (examples/bare_proxy.rs, $BARE_RUNTIME runtime: no checks, no token, no metrics) / nginx: **$(median 11)**"
 echo "latency added to a direct call (medians of the rounds' p50 / p99, ms): hub +$(awk -v a="$(median 3)" -v b="$(median 9)" 'BEGIN {printf "%.3f", a - b}') / +$(awk -v a="$(median 4)" -v b="$(median 10)" 'BEGIN {printf "%.3f", a - b}'), nginx +$(awk -v a="$(median 6)" -v b="$(median 9)" 'BEGIN {printf "%.3f", a - b}') / +$(awk -v a="$(median 7)" -v b="$(median 10)" 'BEGIN {printf "%.3f", a - b}')"
 echo "50 MiB uploaded and 50 MiB downloaded through the hub: RSS $((rss_before / 1024)) MiB before, $((rss_after / 1024)) MiB after, peak $((hwm / 1024)) MiB"
