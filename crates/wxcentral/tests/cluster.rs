@@ -300,6 +300,12 @@ async fn a_frozen_lease_holder_never_gets_its_value_served(backend: &Backend, di
     a.signal("STOP");
     // The lease lives upstream timeout (2 s) + 5 s; b forces a refresh once it ran out.
     tokio::time::sleep(Duration::from_millis(8000).saturating_sub(granted.elapsed())).await;
+    assert!(
+        a.is_stopped(),
+        "a was resumed before b's refresh, so this run cannot test a frozen lease holder (an orphaned \
+         process group gets SIGHUP and SIGCONT when a member exits; see Node::is_stopped):\n{}",
+        a.logs()
+    );
     let (status, tb) = post_json(&client, &b.url(&format!("{token_path}/refresh")), ADMIN_KEY, None).await;
     assert_eq!(status, 200, "{tb}");
     assert!(tb["version"].as_u64() > t0["version"].as_u64());

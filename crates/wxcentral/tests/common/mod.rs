@@ -469,6 +469,17 @@ impl Node {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether the process is stopped (SIGSTOP) right now, from `/proc/<pid>/stat`.
+    ///
+    /// A test that freezes a node checks this: a stopped process in an orphaned process group
+    /// (a test run started detached from its shell) gets SIGHUP and SIGCONT from the kernel when
+    /// another process of the group exits, which would end the freeze behind the test's back.
+    pub fn is_stopped(&self) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok =
             std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
@@ -478,7 +489,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        self.signal("CONT");
+        // Not `signal`: a node that already exited makes `kill` fail, and a panic here, while a
+        // failed test unwinds, would abort the run and hide that test's message.
+        let _ = std::process::Command::new("kill").arg("-CONT").arg(self.pid().to_string()).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
