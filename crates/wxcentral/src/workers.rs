@@ -4,8 +4,8 @@
 //! connection's task is woken to write it, then woken again by the answer, which wakes the
 //! caller's connection to write it back. On tokio's work-stealing runtime those tasks wander
 //! between workers, and on a small machine the cross-thread wakeups cost more than the hub's
-//! own work: a bare hyper proxy measured 0.80 of nginx on the multi-threaded runtime and 0.95
-//! with one current-thread runtime per core (`bench/proxy.sh`'s setup, same rounds). So each
+//! own work: in `bench/proxy.sh` a bare hyper proxy measured 0.74 of nginx on the multi-threaded
+//! runtime and 0.84 to 0.93 on these workers (`BARE_RUNTIME=per-core`; docs/benchmarks.md). So each
 //! accepted connection is handed whole to one of these workers (round robin), and everything
 //! it does runs there: its requests, the handlers, and the upstream connections the proxy's
 //! per-worker client opens ([`index`] tells which one is current), as nginx's workers do.

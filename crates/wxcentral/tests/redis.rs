@@ -489,3 +489,48 @@ async fn redis_frozen_for_10s_then_killed_and_restarted_loses_nothing_and_fails_
     }
     eprintln!("{} reads, classic fetches at {fetch_times:?}, {authz_calls} authorizer refreshes", w.reads);
 }
+
+/// A node starting while Redis stalls (an fsync, a failover, an AOF still loading) waits for it
+/// instead of exiting: the engine's first reads are retried, and it starts and serves once Redis
+/// answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_started_while_redis_stalls_waits_for_it_and_starts() {
+    let app = TestApp::new("wxredisstall0001").classic();
+    let _ = logs(); // captures what the engine logs from here on
+    let sim = start_sim(std::slice::from_ref(&app)).await;
+    let redis = RedisServer::start();
+    let config = wxcentral_core::store::RedisConfig {
+        url: wechat_proto::Secret::new(redis.url()),
+        namespace: "stall".into(),
+        timeout: Duration::from_millis(200),
+        wait_replicas: 0,
+    };
+    let sealer = Arc::new(wxcentral_core::seal::Sealer::new(&STORE_KEY, &[]).unwrap());
+    let store = wxcentral_core::store::RedisStore::open(&config, Some(sealer)).await.unwrap();
+    // Frozen before the engine's first read, thawed 1.5 s later: several reads time out first.
+    redis.signal("STOP");
+    let pid = redis.pid().to_string();
+    let thaw = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    });
+    let spec = wxcentral_core::AppSpec::official_account(app.appid(), app.sim.secret.as_str());
+    let spec = wxcentral_core::AppSpec { token_api: wxcentral_core::TokenApi::Classic, ..spec };
+    let upstream = wxcentral_core::upstream::Upstream::new(&sim.base_url(), Duration::from_secs(2)).unwrap();
+    let started = Instant::now();
+    let engine = wxcentral_core::Engine::start(
+        vec![spec],
+        Arc::new(store),
+        upstream,
+        wxcentral_core::EngineConfig::default(),
+    )
+    .await
+    .expect("the engine starts once Redis answers");
+    assert!(started.elapsed() >= Duration::from_millis(1000), "it did wait: {:?}", started.elapsed());
+    thaw.join().unwrap();
+    let token = engine.get(app.appid(), CredentialKind::AccessToken).await.expect("a token");
+    sim_accepts(&sim, token.value.expose()).await.expect("the token is live");
+    assert_eq!(sim.calls(app.appid(), TOKEN), 1);
+    assert!(logs().contains("store read at start failed; retrying"), "the wait is logged");
+    engine.shutdown().await;
+}

@@ -220,6 +220,31 @@ pub fn check_appid(appid: &str) -> Result<()> {
     Ok(())
 }
 
+/// How long a starting engine keeps retrying the store's first reads before it gives up (and the
+/// process exits with the error): a Redis stalled by an fsync or a failover, or one still loading
+/// its AOF, should delay a start, not fail it.
+const STARTUP_READ_BOUND: Duration = Duration::from_secs(30);
+
+/// `read`, retried with backoff while the store fails, up to [`STARTUP_READ_BOUND`].
+async fn startup_read<T, F, Fut>(what: &'static str, mut read: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match read().await {
+            Err(Error::Store(e)) if started.elapsed() + pause < STARTUP_READ_BOUND => {
+                tracing::warn!(what, error = %e, retry_in_ms = pause.as_millis() as u64, "store read at start failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Engine {
     /// Loads the apps added at runtime and the stored values, then starts one refresh loop per
     /// credential. Values still valid are served and scheduled without an upstream call
@@ -255,8 +280,14 @@ impl Engine {
         });
         // Subscribed before the load, so nothing written in between is missed.
         let changes = inner.store.subscribe();
+        // Everything is read before anything starts, so a read that fails leaves nothing running.
+        let store = &inner.store;
+        let today = wechat_day(now_ms());
+        let stored_apps = startup_read("load_apps", || store.load_apps()).await?;
+        let records = startup_read("load_authorizers", || store.load_authorizers()).await?;
+        let quotas = startup_read("quotas_of_day", || store.quotas_of_day(&today)).await?;
         let mut all: Vec<(AppSpec, Origin)> = apps.into_iter().map(|a| (a, Origin::Config)).collect();
-        for app in inner.store.load_apps().await? {
+        for app in stored_apps {
             if seen.contains(&app.appid) {
                 tracing::warn!(appid = app.appid, "an app added at runtime is shadowed by the config file's");
             } else {
@@ -265,10 +296,8 @@ impl Engine {
         }
         inner.add_apps(all, Stored::Scan).await?;
         // After the components, which decide which authorizers are kept.
-        let records = inner.store.load_authorizers().await?;
         inner.adopt_authorizers(records, Stored::Scan).await?;
-        let today = wechat_day(now_ms());
-        for (appid, endpoint, calls) in inner.store.quotas_of_day(&today).await? {
+        for (appid, endpoint, calls) in quotas {
             if let Some(entry) = inner.registry.get(&appid)
                 && let Some(ep) = entry.endpoints().find(|e| *e == endpoint)
             {
