@@ -484,7 +484,7 @@ async fn redis_frozen_for_10s_then_killed_and_restarted_loses_nothing_and_fails_
     assert!(mismatched.is_empty(), "refresh tokens lost: {mismatched:?}");
     for n in &nodes {
         let logs = n.logs();
-        assert!(!logs.contains("61023"), "a refresh token was refused:\n{logs}");
+        assert!(!logs_mention_errcode(&logs, 61023), "a refresh token was refused:\n{logs}");
         assert!(!logs.contains("never written"), "{logs}");
     }
     eprintln!("{} reads, classic fetches at {fetch_times:?}, {authz_calls} authorizer refreshes", w.reads);
@@ -509,10 +509,11 @@ async fn an_engine_started_while_redis_stalls_waits_for_it_and_starts() {
     let store = wxcentral_core::store::RedisStore::open(&config, Some(sealer)).await.unwrap();
     // Frozen before the engine's first read, thawed 1.5 s later: several reads time out first.
     redis.signal("STOP");
-    let pid = redis.pid().to_string();
-    let thaw = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
-        std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    wait_for(Duration::from_secs(2), "redis stopped", async || is_stopped(redis.pid()).then_some(())).await;
+    let pid = redis.pid();
+    let thaw = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(send_signal(pid, "CONT"), "kill -CONT {pid}");
     });
     let spec = wxcentral_core::AppSpec::official_account(app.appid(), app.sim.secret.as_str());
     let spec = wxcentral_core::AppSpec { token_api: wxcentral_core::TokenApi::Classic, ..spec };
@@ -527,10 +528,20 @@ async fn an_engine_started_while_redis_stalls_waits_for_it_and_starts() {
     .await
     .expect("the engine starts once Redis answers");
     assert!(started.elapsed() >= Duration::from_millis(1000), "it did wait: {:?}", started.elapsed());
-    thaw.join().unwrap();
+    thaw.await.unwrap();
     let token = engine.get(app.appid(), CredentialKind::AccessToken).await.expect("a token");
     sim_accepts(&sim, token.value.expose()).await.expect("the token is live");
     assert_eq!(sim.calls(app.appid(), TOKEN), 1);
     assert!(logs().contains("store read at start failed; retrying"), "the wait is logged");
     engine.shutdown().await;
+}
+
+#[test]
+fn an_errcode_is_found_in_a_log_line_but_not_in_its_timestamp() {
+    let refused = "2026-12-06T14:35:57.000001Z  WARN wxcentral_core::engine::slot: refresh failed error=\"errcode 61023\"";
+    let timestamp_only =
+        "2026-12-06T14:35:57.061023Z  INFO wxcentral_core::engine::slot: adopted a newer value";
+    assert!(logs_mention_errcode(refused, 61023));
+    assert!(!logs_mention_errcode(timestamp_only, 61023));
+    assert!(logs_mention_errcode(&format!("{timestamp_only}\n{refused}"), 61023));
 }

@@ -73,6 +73,13 @@ pub fn logs() -> String {
     String::from_utf8_lossy(&capture().0.lock().unwrap()).into_owned()
 }
 
+/// Whether WeChat's `errcode` appears in `logs` anywhere but in the lines' timestamps (whose
+/// microseconds can spell any six digits: `…57.061023Z` is no 61023).
+pub fn logs_mention_errcode(logs: &str, errcode: i64) -> bool {
+    let code = errcode.to_string();
+    logs.lines().any(|l| l.split_once(' ').map_or(l, |(_, rest)| rest).contains(&code))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Apps and config
 
@@ -406,6 +413,23 @@ pub fn clients_toml(clients: &[ClientConfig]) -> String {
     t
 }
 
+/// Sends `sig` (`STOP`, `CONT`, `HUP`, …) to `pid`; whether it was delivered.
+pub fn send_signal(pid: u32, sig: &str) -> bool {
+    let status = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    status.is_ok_and(|s| s.success())
+}
+
+/// Whether process `pid` is stopped (SIGSTOP) right now, from `/proc/<pid>/stat`.
+///
+/// A test that freezes a process checks this: a stopped process in an orphaned process group (a
+/// test run started detached from its shell) gets SIGHUP and SIGCONT from the kernel when another
+/// process of the group exits, which would end the freeze behind the test's back.
+pub fn is_stopped(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+}
+
 /// A `wxcentral serve` child process. Its stderr goes to a file the test can read; dropping
 /// the node kills it.
 pub struct Node {
@@ -469,21 +493,13 @@ impl Node {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Whether the process is stopped (SIGSTOP) right now, from `/proc/<pid>/stat`.
-    ///
-    /// A test that freezes a node checks this: a stopped process in an orphaned process group
-    /// (a test run started detached from its shell) gets SIGHUP and SIGCONT from the kernel when
-    /// another process of the group exits, which would end the freeze behind the test's back.
+    /// See [`is_stopped`].
     pub fn is_stopped(&self) -> bool {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // The state follows the command name, which is in parentheses and may hold spaces.
-        stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+        is_stopped(self.child.id())
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok =
-            std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
-        assert!(ok.is_ok_and(|s| s.success()), "kill -{sig} {}", self.pid());
+        assert!(send_signal(self.child.id(), sig), "kill -{sig} {}", self.pid());
     }
 }
 
@@ -491,7 +507,7 @@ impl Drop for Node {
     fn drop(&mut self) {
         // Not `signal`: a node that already exited makes `kill` fail, and a panic here, while a
         // failed test unwinds, would abort the run and hide that test's message.
-        let _ = std::process::Command::new("kill").arg("-CONT").arg(self.pid().to_string()).status();
+        send_signal(self.child.id(), "CONT");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
